@@ -1,0 +1,156 @@
+"""LightningDataModule: load a source, carve a validation split if needed, tokenise, batch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from src.data.records import LabelledData, Split
+from src.data.splitting import carve_validation
+from src.models.pretrained import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class TokenizedSplit(Dataset):
+    """Token ids (unpadded, truncated) and targets of one split: multi-hot rows or class ids."""
+
+    def __init__(self, input_ids: list[list[int]], targets: np.ndarray):
+        self.input_ids = input_ids
+        self.targets = torch.as_tensor(targets)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> tuple[list[int], torch.Tensor]:
+        return self.input_ids[index], self.targets[index]
+
+
+class PadCollator:
+    """Pads a batch to its longest sequence, rounded up to a multiple of 8 (tensor-core friendly)."""
+
+    def __init__(self, pad_token_id: int, multiple_of: int = 8):
+        self.pad_token_id = pad_token_id
+        self.multiple_of = multiple_of
+
+    def __call__(self, batch: list[tuple[list[int], torch.Tensor]]) -> dict[str, torch.Tensor]:
+        longest = max(len(ids) for ids, _ in batch)
+        width = -(-longest // self.multiple_of) * self.multiple_of
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+        labels = torch.stack([target for _, target in batch])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class TextDataModule(L.LightningDataModule):
+    """Everything downstream reads the runtime facts from here: ``num_labels``, ``task``, ``label_names``,
+    ``label_counts`` (training positives per label) and ``num_train``."""
+
+    def __init__(
+        self,
+        source: Any,
+        tokenizer: str,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        num_workers: int = 0,
+        **source_options: Any,
+    ):
+        """``source_options`` are the user-facing shorthands a data config exposes at its top level
+        (``data.data_dir``, ``data.train``, ...); the config interpolates them into ``source``, so the
+        module itself has no use for them."""
+        super().__init__()
+        self.source = source
+        self.tokenizer_name = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.num_workers = num_workers
+        self._data: LabelledData | None = None
+        self._tokenized: dict[str, TokenizedSplit] = {}
+        self._tokenizer = None
+
+    def load(self) -> LabelledData:
+        """Read the source once (idempotent) and make sure there is a validation split."""
+        if self._data is None:
+            self._data = carve_validation(self.source.load(), self.val_fraction, self.seed)
+            sizes = ", ".join(f"{name} {len(split):,}" for name, split in self._data.splits.items())
+            log.info(f"data: {self._data.task}, {self._data.num_labels} labels; {sizes}")
+        return self._data
+
+    @property
+    def data(self) -> LabelledData:
+        return self.load()
+
+    @property
+    def task(self) -> str:
+        return self.data.task
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data.label_names
+
+    @property
+    def num_labels(self) -> int:
+        return self.data.num_labels
+
+    @property
+    def label_counts(self) -> np.ndarray:
+        return self.data.label_counts("train")
+
+    @property
+    def num_train(self) -> int:
+        return len(self.data.splits["train"])
+
+    def has_split(self, name: str) -> bool:
+        return name in self.data.splits
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_name)
+        return self._tokenizer
+
+    def tokenize(self, split: Split) -> TokenizedSplit:
+        encoded = self.tokenizer(split.texts, truncation=True, max_length=self.max_length)
+        if self.task == "multilabel":
+            targets = split.multi_hot(self.num_labels)
+        else:
+            targets = np.asarray([ids[0] for ids in split.labels], dtype=np.int64)
+        return TokenizedSplit(encoded["input_ids"], targets)
+
+    def setup(self, stage: str | None = None) -> None:
+        for name, split in self.data.splits.items():
+            if name not in self._tokenized:
+                self._tokenized[name] = self.tokenize(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self._tokenized[split],
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            collate_fn=PadCollator(self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,52 @@
+"""What every loss shares: the call signature, the task it accepts, and data-derived weights."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from src.errors import ConfigError
+
+
+class Loss(nn.Module):
+    """``forward(logits [B, C], targets) -> scalar``; targets are float multi-hot ``[B, C]`` for
+    multi-label and class ids ``[B]`` for multi-class. Computed in fp32 whatever the autocast dtype."""
+
+    tasks: ClassVar[tuple[str, ...]] = ("multilabel",)
+
+
+def auto_or_given(value, auto: Callable[[], np.ndarray], name: str) -> torch.Tensor | None:
+    """``None`` stays None, ``"auto"`` is computed from the data, a list is taken as given."""
+    if value is None:
+        return None
+    if value == "auto":
+        return torch.as_tensor(auto(), dtype=torch.float32)
+    if isinstance(value, str):
+        raise ConfigError(f"{name} must be 'auto', null or a list of numbers, got {value!r}")
+    return torch.as_tensor(list(value), dtype=torch.float32)
+
+
+def require_counts(label_counts: Sequence[int] | None, option: str) -> np.ndarray:
+    if label_counts is None:
+        raise ConfigError(f"{option}=auto needs the training label counts; build the loss with build_loss()")
+    return np.asarray(label_counts, dtype=np.float64)
+
+
+def build_loss(
+    loss_factory: Callable[..., Loss], *, task: str, label_counts: Sequence[int], num_examples: int
+) -> Loss:
+    """Call a loss partial with the data facts its signature asks for, and check it fits the task."""
+    facts = {"label_counts": list(label_counts), "num_examples": num_examples}
+    wanted = inspect.signature(loss_factory).parameters
+    loss = loss_factory(**{key: value for key, value in facts.items() if key in wanted})
+    if task not in loss.tasks:
+        raise ConfigError(
+            f"{type(loss).__name__} works for {' / '.join(loss.tasks)} data, but this dataset is {task}. "
+            + ("Use loss=ce." if task == "multiclass" else "Use loss=bce.")
+        )
+    return loss

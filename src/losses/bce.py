@@ -1,0 +1,36 @@
+"""Binary cross-entropy for multi-label targets, with optional per-label positive weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from src.losses.base import Loss, auto_or_given, require_counts
+
+
+class BinaryCrossEntropy(Loss):
+    """Mean BCE over labels and examples.
+
+    ``pos_weight="auto"`` weights each label's positives by negatives/positives in the training split,
+    clipped to ``max_pos_weight`` (a label with 77 positives in 43k would otherwise get ~560).
+    """
+
+    def __init__(
+        self,
+        pos_weight: str | Sequence[float] | None = None,
+        max_pos_weight: float = 30.0,
+        label_counts: Sequence[int] | None = None,
+        num_examples: int | None = None,
+    ):
+        super().__init__()
+
+        def from_counts():
+            counts = require_counts(label_counts, "loss.pos_weight")
+            return ((num_examples - counts) / counts.clip(min=1)).clip(1.0, max_pos_weight)
+
+        self.register_buffer("pos_weight", auto_or_given(pos_weight, from_counts, "loss.pos_weight"))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), pos_weight=self.pos_weight)

@@ -1,0 +1,98 @@
+"""The LightningModule: a pretrained encoder, a pooling step and a linear head, trained with any loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from src.losses.base import Loss
+from src.metrics.classification import build_metrics, scores
+from src.models.pretrained import load_encoder
+
+POOLINGS = ("mean", "cls", "cls_mean", "pooler")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """Sentence vector from token states: masked mean, the [CLS] state, both concatenated, or BERT's pooler
+    (trained by next-sentence prediction; untrained in sentence-transformers checkpoints such as MiniLM)."""
+    if mode == "pooler":
+        return pooler_output
+    cls = hidden[:, 0]
+    if mode == "cls":
+        return cls
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return mean if mode == "mean" else torch.cat([cls, mean], dim=-1)
+
+
+class TextClassifier(L.LightningModule):
+    """Encoder + pooling + dropout + linear head for multi-label or multi-class classification.
+
+    ``loss``, ``optimizer`` and ``scheduler`` are optional so a trained model can be loaded for inference
+    without them; ``pretrained=False`` skips loading encoder weights that a checkpoint will replace anyway.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        num_labels: int,
+        task: str,
+        label_names: list[str],
+        loss: Loss | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., dict] | None = None,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        pretrained: bool = True,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler", "pretrained"], logger=False)
+        self.encoder = load_encoder(name_or_path, pretrained=pretrained)
+        width = self.encoder.config.hidden_size * (2 if pooling == "cls_mean" else 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_labels))
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        # keyed "train_" etc.: a ModuleDict key may not shadow nn.Module.train
+        self.metrics = nn.ModuleDict({f"{split}_": build_metrics(task, num_labels) for split in ("train", "val", "test")})
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, num_labels]``."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = pool(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None),
+                      self.hparams.pooling)
+        return self.head(pooled)
+
+    def _step(self, batch: dict, split: str) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        targets = batch["labels"]
+        loss = self.loss(logits, targets)
+        metrics = self.metrics[f"{split}_"]
+        metrics.update(scores(logits.detach(), self.hparams.task), targets.long())
+        size = len(targets)
+        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, batch_size=size,
+                 prog_bar=True, sync_dist=split != "train")
+        self.log_dict({f"{split}/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=size,
+                      prog_bar=split == "val")
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(encoder=self.encoder, head=self.head)
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total_steps)}

@@ -1,0 +1,44 @@
+"""The end-of-run result: ``summary.json`` for machines and a table for people."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ("loss", "macro_f1", "micro_f1")
+
+
+def metrics_by_split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``{"val/macro_f1": 0.5, "train/loss_epoch": 0.3}`` -> ``{"val": {"macro_f1": 0.5}, "train": {"loss": 0.3}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        split, _, name = key.partition("/")
+        if split in SPLITS and name:
+            out.setdefault(split, {})[name.removesuffix("_epoch")] = float(value)
+    return out
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"labelwise: {summary['run_name']}  ({summary['task']}, {len(summary['label_names'])} labels)")
+    table.add_column("split")
+    for column in COLUMNS:
+        table.add_column(column, justify="right")
+    for split in SPLITS:
+        row = summary["metrics"].get(split)
+        if row:
+            table.add_row(split, *(f"{row[c]:.4f}" if c in row else "-" for c in COLUMNS))
+    console.print(table)
+    console.print(f"best checkpoint: {summary['best_checkpoint']}")
+    if summary["mlflow"]["run_id"]:
+        console.print(f"MLflow run:      {summary['mlflow']['run_id']}  ({summary['mlflow']['tracking_uri']})")
+    console.print(f"summary:         {summary['output_dir']}/summary.json")

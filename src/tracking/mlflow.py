@@ -1,0 +1,42 @@
+"""MLflow through the Lightning logger's client and run id (never the fluent API: in a multirun it leaves
+active runs behind)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, MLFlowLogger
+
+# MLflow's limits: 500-char keys (we stay far below), 6000-char values; keep params short and flat.
+_MAX_VALUE = 500
+
+
+def find_mlflow(loggers: Iterable[Logger]) -> MLFlowLogger | None:
+    return next((logger for logger in loggers if isinstance(logger, MLFlowLogger)), None)
+
+
+def flat_params(config: Mapping[str, Any], sections: Iterable[str]) -> dict[str, str]:
+    """``{"optim.lr": "5e-05", ...}`` for the chosen config sections, without Hydra's ``_target_`` keys."""
+    params: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, child in value.items():
+                if not str(key).startswith("_"):
+                    walk(f"{prefix}.{key}", child)
+        else:
+            params[prefix] = str(value)[:_MAX_VALUE]
+
+    for section in sections:
+        if section in config:
+            walk(section, config[section])
+    return params
+
+
+def log_run_config(logger: MLFlowLogger, params: dict[str, str], config_yaml: str, overrides: list[str]) -> None:
+    """Params once (flat), the full resolved config and the override list as artifacts."""
+    logger.log_hyperparams(params)
+    client, run_id = logger.experiment, logger.run_id
+    client.log_text(run_id, config_yaml, "config/config.yaml")
+    client.log_text(run_id, "\n".join(overrides) + "\n", "config/overrides.txt")

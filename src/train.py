@@ -1,0 +1,143 @@
+"""python -m src.train [group=option ...] [key=value ...]: compose, instantiate, fit, test, summarise."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError, LabelwiseError
+from src.losses.base import build_loss
+from src.summary import metrics_by_split, print_summary, write_summary
+from src.tracking.checkpoint import RunMetadata, read_metadata
+from src.tracking.mlflow import find_mlflow, flat_params, log_run_config
+from src.tracking.naming import hydra_run_name
+
+log = logging.getLogger(__name__)
+OmegaConf.register_new_resolver("lw.run_name", hydra_run_name, replace=True)
+
+PARAM_SECTIONS = ("data", "model", "loss", "optim", "scheduler", "trainer", "seed")
+
+
+def instantiate_dict(entries: DictConfig | None) -> list[Any]:
+    """Named callbacks/loggers; an entry set to null is switched off."""
+    return [instantiate(entry) for entry in (entries or {}).values() if entry]
+
+
+def overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def resume_config(cfg: DictConfig) -> DictConfig:
+    """The checkpoint's own config with this command's key=value overrides on top, so a plain
+    ``ckpt_path=...`` continues the same experiment (and MLflow run) in a new output directory."""
+    metadata = read_metadata(cfg.ckpt_path)
+    stored = OmegaConf.create(metadata["config_unresolved"])
+    groups = set(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else set()
+    changes = [item for item in overrides() if not item.startswith(("ckpt_path=", "hydra."))]
+    for item in changes:
+        key = item.lstrip("+~").split("=", 1)[0]
+        if key in groups:
+            raise ConfigError(f"cannot change config group '{key}' when resuming; start a new run instead.")
+    merged = OmegaConf.merge(stored, OmegaConf.from_dotlist([i.lstrip("+") for i in changes]))
+    merged.ckpt_path = cfg.ckpt_path
+    merged.paths = cfg.paths
+    if merged.get("logger") and merged.logger.get("mlflow"):
+        merged.logger.mlflow.run_id = metadata["mlflow_run_id"]
+    return merged
+
+
+def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
+    strategy = cfg.trainer.get("strategy")
+    multi_process = isinstance(strategy, DictConfig) and cfg.trainer.get("devices") not in (1, "1")
+    if multi_process and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            "--multirun cannot be combined with a multi-process strategy (ddp/deepspeed on several devices): "
+            "Lightning relaunches the command line once per rank, which would start the sweep again per rank. "
+            "Run the sweep with strategy=auto, or launch each DDP run on its own."
+        )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then validate and test the best checkpoint; returns (and writes) the run summary."""
+    if cfg.ckpt_path:
+        cfg = resume_config(cfg)
+    refuse_multirun_with_ddp(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    loss = build_loss(
+        instantiate(cfg.loss), task=datamodule.task, label_counts=datamodule.label_counts,
+        num_examples=datamodule.num_train,
+    )
+    model = instantiate(
+        cfg.model, _convert_="all", num_labels=datamodule.num_labels, task=datamodule.task, label_names=datamodule.label_names,
+        loss=loss, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = instantiate_dict(cfg.callbacks)
+    callbacks.append(RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_dict(cfg.logger))
+
+    mlflow = find_mlflow(trainer.loggers)
+    if mlflow and trainer.is_global_zero:
+        log_run_config(mlflow, flat_params(resolved, PARAM_SECTIONS), OmegaConf.to_yaml(resolved), overrides())
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = dict(trainer.callback_metrics)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    evaluate_from = "best" if best else None
+    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+    if cfg.test and datamodule.has_split("test"):
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+
+    output_dir = Path(cfg.paths.output_dir)
+    summary = {
+        "run_name": hydra_run_name(),
+        "task": datamodule.task,
+        "label_names": datamodule.label_names,
+        "output_dir": str(output_dir),
+        "best_checkpoint": best or None,
+        "last_checkpoint": getattr(trainer.checkpoint_callback, "last_model_path", None) or None,
+        "mlflow": {
+            "run_id": mlflow.run_id if mlflow else None,
+            "tracking_uri": cfg.paths.mlflow_uri if mlflow else None,
+            "experiment": cfg.task_name,
+        },
+        "metrics": metrics_by_split({key: float(value) for key, value in metrics.items()}),
+        "optimized_metric": {"name": cfg.optimized_metric, "value": _metric(metrics, cfg.optimized_metric)},
+    }
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_summary(output_dir / "summary.json", summary)
+        print_summary(summary)
+    return summary
+
+
+def _metric(metrics: dict[str, Any], name: str) -> float | None:
+    return float(metrics[name]) if name in metrics else None
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return train(cfg)["optimized_metric"]["value"]
+    except Exception as error:
+        # Hydra's instantiate wraps errors raised in constructors; show the user's problem, not the wrapper.
+        cause = error if isinstance(error, LabelwiseError) else error.__cause__
+        if isinstance(cause, LabelwiseError):
+            raise SystemExit(f"error: {cause}") from None
+        raise
+
+
+if __name__ == "__main__":
+    main()
