@@ -29,7 +29,9 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"labelwise: {summary['run_name']}  ({summary['task']}, {len(summary['label_names'])} labels)")
+    table = Table(
+        title=f"labelwise: {summary['run_name']}  ({summary['task']}, {len(summary['label_names'])} labels)"
+    )
     table.add_column("split")
     for column in COLUMNS:
         table.add_column(column, justify="right")
@@ -40,5 +42,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console.print(table)
     console.print(f"best checkpoint: {summary['best_checkpoint']}")
     if summary["mlflow"]["run_id"]:
-        console.print(f"MLflow run:      {summary['mlflow']['run_id']}  ({summary['mlflow']['tracking_uri']})")
+        console.print(
+            f"MLflow run:      {summary['mlflow']['run_id']}  ({summary['mlflow']['tracking_uri']})"
+        )
     console.print(f"summary:         {summary['output_dir']}/summary.json")

@@ -75,12 +75,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = instantiate(cfg.data)
     loss = build_loss(
-        instantiate(cfg.loss), task=datamodule.task, label_counts=datamodule.label_counts,
+        instantiate(cfg.loss),
+        task=datamodule.task,
+        label_counts=datamodule.label_counts,
         num_examples=datamodule.num_train,
     )
     model = instantiate(
-        cfg.model, _convert_="all", num_labels=datamodule.num_labels, task=datamodule.task, label_names=datamodule.label_names,
-        loss=loss, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        cfg.model,
+        _convert_="all",
+        num_labels=datamodule.num_labels,
+        task=datamodule.task,
+        label_names=datamodule.label_names,
+        loss=loss,
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_dict(cfg.callbacks)
@@ -89,11 +97,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     mlflow = find_mlflow(trainer.loggers)
     if mlflow and trainer.is_global_zero:
-        log_run_config(mlflow, flat_params(resolved, PARAM_SECTIONS), OmegaConf.to_yaml(resolved), overrides())
+        log_run_config(
+            mlflow,
+            flat_params(resolved, PARAM_SECTIONS),
+            OmegaConf.to_yaml(resolved),
+            overrides(),
+            resumed=bool(cfg.ckpt_path),
+        )
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = dict(trainer.callback_metrics)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # read before validate/test: restoring the best checkpoint also restores the callback's older state
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "")
     evaluate_from = "best" if best else None
     metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
     if cfg.test and datamodule.has_split("test"):
@@ -106,7 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "label_names": datamodule.label_names,
         "output_dir": str(output_dir),
         "best_checkpoint": best or None,
-        "last_checkpoint": getattr(trainer.checkpoint_callback, "last_model_path", None) or None,
+        "last_checkpoint": last or None,
         "mlflow": {
             "run_id": mlflow.run_id if mlflow else None,
             "tracking_uri": cfg.paths.mlflow_uri if mlflow else None,

@@ -42,9 +42,17 @@ def write_dataset(directory: Path, multilabel: bool, rows: int = 96, seed: int =
 
 def quick(tiny_bert: str, paths: dict[str, Path], *extra: str) -> list[str]:
     return [
-        "data=jsonl", f"data.train={paths['train']}", f"data.val={paths['val']}", f"data.test={paths['test']}",
-        f"model.name_or_path={tiny_bert}", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
-        "callbacks.progress_bar=null", "optim.lr=1e-3", "data.batch_size=16", *extra,
+        "data=jsonl",
+        f"data.train={paths['train']}",
+        f"data.val={paths['val']}",
+        f"data.test={paths['test']}",
+        f"model.name_or_path={tiny_bert}",
+        "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        "optim.lr=1e-3",
+        "data.batch_size=16",
+        *extra,
     ]
 
 
@@ -75,22 +83,25 @@ def test_tiny_bert_trains_and_tracks(tmp_path, tiny_bert, multilabel):
     assert metadata["task"] == summary["task"]
     assert metadata["tokenizer"] == tiny_bert
     assert metadata["mlflow_run_id"] == summary["mlflow"]["run_id"]
-    assert metadata["config"]["loss"]["_target_"].endswith("BinaryCrossEntropy" if multilabel else "CrossEntropy")
+    assert metadata["config"]["loss"]["_target_"].endswith(
+        "BinaryCrossEntropy" if multilabel else "CrossEntropy"
+    )
 
 
 def test_tiny_bert_learns_keywords(tmp_path, tiny_bert):
     """Not only runs: on keyword-signalled labels the model beats chance clearly."""
     paths = write_dataset(tmp_path, multilabel=False, rows=192)
-    cfg = compose_train(tmp_path, quick(tiny_bert, paths, "loss=ce", "trainer.max_epochs=6",
-                                        "callbacks.early_stopping=null"))
+    cfg = compose_train(
+        tmp_path, quick(tiny_bert, paths, "loss=ce", "trainer.max_epochs=6", "callbacks.early_stopping=null")
+    )
     summary = train(cfg)
     assert summary["metrics"]["val"]["accuracy"] > 0.6  # chance is 1/3
 
 
-def test_wrong_loss_for_task_is_refused(tmp_path, tiny_bert):
-    paths = write_dataset(tmp_path, multilabel=False)
-    cfg = compose_train(tmp_path, quick(tiny_bert, paths, "loss=bce"))
-    with pytest.raises(ConfigError, match="loss=ce"):
+def test_softmax_loss_on_multilabel_data_is_refused(tmp_path, tiny_bert):
+    paths = write_dataset(tmp_path, multilabel=True)
+    cfg = compose_train(tmp_path, quick(tiny_bert, paths, "loss=ce"))
+    with pytest.raises(ConfigError, match="this dataset is multilabel. Use loss=bce"):
         train(cfg)
 
 

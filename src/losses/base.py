@@ -47,6 +47,6 @@ def build_loss(
     if task not in loss.tasks:
         raise ConfigError(
             f"{type(loss).__name__} works for {' / '.join(loss.tasks)} data, but this dataset is {task}. "
-            + ("Use loss=ce." if task == "multiclass" else "Use loss=bce.")
+            + "Use loss=bce (either task) or loss=ce (multiclass)."
         )
     return loss

@@ -11,11 +11,13 @@ from src.losses.base import Loss, auto_or_given, require_counts
 
 
 class BinaryCrossEntropy(Loss):
-    """Mean BCE over labels and examples.
+    """Mean BCE over labels and examples; on multi-class data it is one-vs-rest over one-hot targets.
 
     ``pos_weight="auto"`` weights each label's positives by negatives/positives in the training split,
     clipped to ``max_pos_weight`` (a label with 77 positives in 43k would otherwise get ~560).
     """
+
+    tasks = ("multilabel", "multiclass")
 
     def __init__(
         self,
@@ -33,4 +35,6 @@ class BinaryCrossEntropy(Loss):
         self.register_buffer("pos_weight", auto_or_given(pos_weight, from_counts, "loss.pos_weight"))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim == 1:  # class ids
+            targets = F.one_hot(targets.long(), logits.shape[-1])
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), pos_weight=self.pos_weight)

@@ -14,6 +14,7 @@ from torchmetrics.classification import (
 def build_metrics(task: str, num_labels: int, threshold: float = 0.5) -> MetricCollection:
     """Metrics that take :func:`scores` as predictions (sigmoid probabilities or softmax probabilities)."""
     if task == "multilabel":
+
         def f1(average):
             return MultilabelF1Score(num_labels=num_labels, threshold=threshold, average=average)
 

@@ -15,7 +15,9 @@ from src.models.pretrained import load_encoder
 POOLINGS = ("mean", "cls", "cls_mean", "pooler")
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor | None, mode: str) -> torch.Tensor:
+def pool(
+    hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor | None, mode: str
+) -> torch.Tensor:
     """Sentence vector from token states: masked mean, the [CLS] state, both concatenated, or BERT's pooler
     (trained by next-sentence prediction; untrained in sentence-transformers checkpoints such as MiniLM)."""
     if mode == "pooler":
@@ -52,20 +54,26 @@ class TextClassifier(L.LightningModule):
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
         self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler", "pretrained"], logger=False)
-        self.encoder = load_encoder(name_or_path, pretrained=pretrained)
+        # from_pretrained returns eval mode and Lightning keeps submodule modes: without this, no dropout.
+        self.encoder = load_encoder(name_or_path, pretrained=pretrained).train()
+        if pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None  # unused weights would break DDP and cost a matmul per batch
         width = self.encoder.config.hidden_size * (2 if pooling == "cls_mean" else 1)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_labels))
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # keyed "train_" etc.: a ModuleDict key may not shadow nn.Module.train
-        self.metrics = nn.ModuleDict({f"{split}_": build_metrics(task, num_labels) for split in ("train", "val", "test")})
+        self.metrics = nn.ModuleDict(
+            {f"{split}_": build_metrics(task, num_labels) for split in ("train", "val", "test")}
+        )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_labels]``."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = pool(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None),
-                      self.hparams.pooling)
+        pooled = pool(
+            out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None), self.hparams.pooling
+        )
         return self.head(pooled)
 
     def _step(self, batch: dict, split: str) -> torch.Tensor:
@@ -75,10 +83,21 @@ class TextClassifier(L.LightningModule):
         metrics = self.metrics[f"{split}_"]
         metrics.update(scores(logits.detach(), self.hparams.task), targets.long())
         size = len(targets)
-        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, batch_size=size,
-                 prog_bar=True, sync_dist=split != "train")
-        self.log_dict({f"{split}/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=size,
-                      prog_bar=split == "val")
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=split == "train",
+            on_epoch=True,
+            batch_size=size,
+            prog_bar=True,
+            sync_dist=split != "train",
+        )
+        self.log_dict(
+            {f"{split}/{k}": v for k, v in metrics.items()},
+            on_epoch=True,
+            batch_size=size,
+            prog_bar=split == "val",
+        )
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -95,4 +114,7 @@ class TextClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total_steps)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total_steps),
+        }

@@ -24,15 +24,18 @@ def adamw(
     groups = []
     for module, group_lr in ((encoder, lr), (head, lr * head_lr_multiplier)):
         params = [p for p in module.parameters() if p.requires_grad]
-        groups.append({"params": [p for p in params if p.ndim >= 2], "lr": group_lr, "weight_decay": weight_decay})
+        groups.append(
+            {"params": [p for p in params if p.ndim >= 2], "lr": group_lr, "weight_decay": weight_decay}
+        )
         groups.append({"params": [p for p in params if p.ndim < 2], "lr": group_lr, "weight_decay": 0.0})
     groups = [group for group in groups if group["params"]]
     fused = all(p.is_cuda for group in groups for p in group["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
 
 
-def warmup_schedule(optimizer: torch.optim.Optimizer, *, total_steps: int, name: str = "linear",
-                    warmup_ratio: float = 0.1) -> dict:
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, *, total_steps: int, name: str = "linear", warmup_ratio: float = 0.1
+) -> dict:
     """A transformers schedule (``linear``, ``cosine``, ...) with ``warmup_ratio`` of the optimizer steps as
     warm-up, stepped once per optimizer step."""
     scheduler = get_scheduler(

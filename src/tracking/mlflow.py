@@ -34,9 +34,18 @@ def flat_params(config: Mapping[str, Any], sections: Iterable[str]) -> dict[str,
     return params
 
 
-def log_run_config(logger: MLFlowLogger, params: dict[str, str], config_yaml: str, overrides: list[str]) -> None:
-    """Params once (flat), the full resolved config and the override list as artifacts."""
-    logger.log_hyperparams(params)
+def log_run_config(
+    logger: MLFlowLogger,
+    params: dict[str, str],
+    config_yaml: str,
+    overrides: list[str],
+    resumed: bool = False,
+) -> None:
+    """Params once (flat), the full resolved config and the override list as artifacts. A resumed run keeps
+    its params (MLflow forbids changing them) and gets its new config and overrides beside the first ones."""
     client, run_id = logger.experiment, logger.run_id
-    client.log_text(run_id, config_yaml, "config/config.yaml")
-    client.log_text(run_id, "\n".join(overrides) + "\n", "config/overrides.txt")
+    suffix = "_resumed" if resumed else ""
+    if not resumed:
+        logger.log_hyperparams(params)
+    client.log_text(run_id, config_yaml, f"config/config{suffix}.yaml")
+    client.log_text(run_id, "\n".join(overrides) + "\n", f"config/overrides{suffix}.txt")

@@ -2,20 +2,57 @@
 
 from __future__ import annotations
 
+import sys
+
 # Overrides that say where things are, not what was run: they do not belong in a run name.
-_NOT_IN_NAME = ("hydra.", "paths.", "data.data_dir", "data.source.data_dir", "ckpt_path", "logger.", "callbacks.")
+_NOT_IN_NAME = (
+    "hydra.",
+    "paths.",
+    "data.data_dir",
+    "data.train",
+    "data.val",
+    "data.test",
+    "ckpt_path",
+    "logger.",
+    "callbacks.",
+)
 
 
-def run_name(overrides: list[str]) -> str:
-    """``["loss=ce", "seed=2", "paths.root_dir=/x"]`` -> ``"loss=ce seed=2"``; ``"defaults"`` when empty."""
-    kept = [item.lstrip("+~") for item in overrides if not item.lstrip("+~").startswith(_NOT_IN_NAME)]
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def swept_keys(argv: list[str]) -> set[str]:
+    """Keys given several values on a --multirun command line (``loss=bce,ce`` -> ``{"loss"}``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    candidates = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+    return {
+        o.get_key_element().lstrip("+~")
+        for o in OverridesParser.create().parse_overrides(candidates)
+        if o.is_sweep_override()
+    }
+
+
+def run_name(overrides: list[str], only: set[str] | None = None) -> str:
+    """``["loss=ce", "seed=2", "paths.root_dir=/x"]`` -> ``"loss=ce seed=2"``; with ``only``, just those keys;
+    ``"defaults"`` when nothing is left."""
+    kept = [
+        item.lstrip("+~")
+        for item in overrides
+        if not _key(item).startswith(_NOT_IN_NAME) and (only is None or _key(item) in only)
+    ]
     return " ".join(kept) or "defaults"
 
 
 def hydra_run_name() -> str:
-    """The run name of the current Hydra job (``defaults`` outside a Hydra app, e.g. the compose API)."""
+    """The current Hydra job's name: its overrides, or in a sweep only the swept ones (``defaults`` outside a
+    Hydra app, e.g. the compose API)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     if not HydraConfig.initialized():
         return "defaults"
-    return run_name(list(HydraConfig.get().overrides.task))
+    config = HydraConfig.get()
+    only = swept_keys(sys.argv[1:]) if config.mode == RunMode.MULTIRUN else None
+    return run_name(list(config.overrides.task), only)

@@ -1,0 +1,161 @@
+"""The CLI as a user runs it: subprocesses of `python -m src.train`, a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_train import write_dataset
+
+pytestmark = pytest.mark.slow
+QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null"]
+
+
+def run_cli(
+    cwd: Path, *args: str, module: str = "src.train", check: bool = True
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def tiny_data_args(tmp_path: Path, tiny_bert: str, multilabel: bool) -> list[str]:
+    paths = write_dataset(tmp_path, multilabel=multilabel)
+    return [
+        "data=jsonl",
+        f"data.train={paths['train']}",
+        f"data.val={paths['val']}",
+        f"data.test={paths['test']}",
+        f"model.name_or_path={tiny_bert}",
+        "optim.lr=1e-3",
+        *QUIET,
+    ]
+
+
+def runs_in(store: Path) -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    experiments = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in experiments])
+
+
+def test_default_run_end_to_end(tmp_path):
+    """The README's main job (bundled sample data + bundled MiniLM), shortened by debug=limit."""
+    result = run_cli(tmp_path, "debug=limit", "hydra.run.dir=run", *QUIET)
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["label_names"] == ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+    assert set(summary["metrics"]) == {"train", "val", "test"}
+    assert Path(summary["best_checkpoint"]).is_file()
+    assert "macro_f1" in result.stdout and summary["mlflow"]["run_id"] in result.stdout.replace("\n", "")
+    (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")  # the store sits under the directory run from
+    assert run.info.run_id == summary["mlflow"]["run_id"]
+    artifacts = {
+        a.path
+        for a in mlflow.MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db").list_artifacts(
+            run.info.run_id, "config"
+        )
+    }
+    assert artifacts == {"config/config.yaml", "config/overrides.txt"}
+
+
+def test_sweep_leaves_one_run_per_job(tmp_path, tiny_bert):
+    args = tiny_data_args(tmp_path, tiny_bert, multilabel=False)
+    run_cli(
+        tmp_path,
+        "--multirun",
+        "loss=bce,ce",
+        "seed=1,2",
+        "trainer.max_epochs=1",
+        *args,
+        "hydra.sweep.dir=sweep",
+    )
+
+    runs = runs_in(tmp_path / "outputs" / "mlflow.db")
+    assert sorted(r.info.run_name for r in runs) == [
+        "loss=bce seed=1",
+        "loss=bce seed=2",
+        "loss=ce seed=1",
+        "loss=ce seed=2",
+    ]
+    assert all(r.info.status == "FINISHED" and "val/macro_f1" in r.data.metrics for r in runs)
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    assert all((tmp_path / "sweep" / str(job) / "summary.json").is_file() for job in range(4))
+
+
+def test_resume_continues_the_same_mlflow_run(tmp_path, tiny_bert):
+    args = tiny_data_args(tmp_path, tiny_bert, multilabel=True)
+    run_cli(tmp_path, "trainer.max_epochs=1", *args, "hydra.run.dir=first")
+    first = json.loads((tmp_path / "first" / "summary.json").read_text())
+
+    run_cli(
+        tmp_path,
+        f"ckpt_path={first['last_checkpoint']}",
+        "trainer.max_epochs=2",
+        "hydra.run.dir=second",
+        *QUIET,
+    )
+    second = json.loads((tmp_path / "second" / "summary.json").read_text())
+
+    assert second["mlflow"]["run_id"] == first["mlflow"]["run_id"]
+    (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    history = client.get_metric_history(run.info.run_id, "train/loss_epoch")
+    assert len(history) == 2  # epoch 0 from the first command, epoch 1 from the resumed one
+    assert history[0].step < history[1].step
+    assert second["label_names"] == first["label_names"]
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_bert):
+    args = tiny_data_args(tmp_path, tiny_bert, multilabel=True)
+    run_cli(
+        tmp_path,
+        "strategy=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        *args,
+        "hydra.run.dir=ddp",
+    )
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["metrics"]["val"]["macro_f1"] >= 0.0
+    assert len(runs_in(tmp_path / "outputs" / "mlflow.db")) == 1  # rank 0 logs, rank 1 does not
+
+
+def test_multirun_with_ddp_is_refused(tmp_path, tiny_bert):
+    args = tiny_data_args(tmp_path, tiny_bert, multilabel=True)
+    result = run_cli(
+        tmp_path, "--multirun", "strategy=ddp", "seed=1,2", *args, "hydra.sweep.dir=s", check=False
+    )
+    assert result.returncode != 0
+    assert "--multirun cannot be combined with a multi-process strategy" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["loss=nope"], ["Could not find 'loss/nope'", "bce", "ce"]),
+        (["data=csv", "data.train=missing.csv"], ["missing.csv", "data.train"]),
+        (["ckpt_path=nowhere.ckpt"], ["nowhere.ckpt: no such file"]),
+        (["data=goemotions", "data.data_dir=no_such_dir"], ["no_such_dir", "data.data_dir"]),
+    ],
+    ids=["unknown-option", "missing-file", "missing-checkpoint", "missing-data-dir"],
+)
+def test_bad_input_gets_one_clear_message(tmp_path, args, expected):
+    result = run_cli(tmp_path, *args, check=False)
+    assert result.returncode == 1
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
