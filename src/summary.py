@@ -40,9 +40,9 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         if row:
             table.add_row(split, *(f"{row[c]:.4f}" if c in row else "-" for c in COLUMNS))
     console.print(table)
-    console.print(f"best checkpoint: {summary['best_checkpoint']}")
+    console.print(f"best checkpoint: {summary['best_checkpoint']}", soft_wrap=True)
     if summary["mlflow"]["run_id"]:
         console.print(
-            f"MLflow run:      {summary['mlflow']['run_id']}  ({summary['mlflow']['tracking_uri']})"
+            f"MLflow run:      {summary['mlflow']['run_id']}  ({summary['mlflow']['tracking_uri']})", soft_wrap=True
         )
-    console.print(f"summary:         {summary['output_dir']}/summary.json")
+    console.print(f"summary:         {summary['output_dir']}/summary.json", soft_wrap=True)

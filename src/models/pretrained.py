@@ -27,6 +27,9 @@ def resolve(name_or_path: str) -> str:
 
 
 def _load(loader, name_or_path: str, what: str, **kwargs):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per weight file is noise next to the training progress bar
     try:
         return loader(resolve(name_or_path), **kwargs)
     except OSError as error:
