@@ -27,7 +27,14 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / gro
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 
 # which task each loss option is meant for (a new loss option must be added here)
-LOSS_TASK = {"src.losses.bce.BinaryCrossEntropy": "multilabel", "src.losses.ce.CrossEntropy": "multiclass"}
+LOSS_TASK = {
+    "src.losses.bce.BinaryCrossEntropy": "multilabel",
+    "src.losses.ce.CrossEntropy": "multiclass",
+    "src.losses.asymmetric.AsymmetricLoss": "multilabel",
+    "src.losses.focal.FocalLoss": "multilabel",
+    "src.losses.combined.CombinedLoss": "multilabel",
+    "src.losses.class_balanced.ClassBalancedLoss": "multilabel",
+}
 HUB_IDS = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
     "bert_base": "bert-base-uncased",

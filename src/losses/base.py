@@ -37,13 +37,32 @@ def require_counts(label_counts: Sequence[int] | None, option: str) -> np.ndarra
     return np.asarray(label_counts, dtype=np.float64)
 
 
+def given_weights(value: Sequence[float] | None, name: str) -> torch.Tensor | None:
+    """Per-label / per-class weights: ``None`` stays None, a list of numbers becomes a float32 tensor."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ConfigError(f"{name} must be null or a list of numbers, got {value!r}")
+    if not isinstance(value, (torch.Tensor, np.ndarray)):
+        value = list(value)
+    weights = torch.as_tensor(value, dtype=torch.float32).clone()
+    if weights.ndim != 1:
+        raise ConfigError(f"{name} must be a flat list of numbers (one per label), got shape {tuple(weights.shape)}")
+    return weights
+
+
+def call_with_facts(factory: Callable[..., Loss], **facts) -> Loss:
+    """Call a loss factory with those data facts (``label_counts``, ``num_examples``) its signature names;
+    a fact that is None is left to the factory's default. Shared by build_loss and losses that wrap others."""
+    wanted = inspect.signature(factory).parameters
+    return factory(**{key: value for key, value in facts.items() if key in wanted and value is not None})
+
+
 def build_loss(
     loss_factory: Callable[..., Loss], *, task: str, label_counts: Sequence[int], num_examples: int
 ) -> Loss:
     """Call a loss partial with the data facts its signature asks for, and check it fits the task."""
-    facts = {"label_counts": list(label_counts), "num_examples": num_examples}
-    wanted = inspect.signature(loss_factory).parameters
-    loss = loss_factory(**{key: value for key, value in facts.items() if key in wanted})
+    loss = call_with_facts(loss_factory, label_counts=list(label_counts), num_examples=num_examples)
     if task not in loss.tasks:
         raise ConfigError(
             f"{type(loss).__name__} works for {' / '.join(loss.tasks)} data, but this dataset is {task}. "

@@ -1,4 +1,4 @@
-"""Binary cross-entropy for multi-label targets, with optional per-label positive weights."""
+"""Binary cross-entropy for multi-label targets, with optional per-label positive weights and label weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from src.losses.base import Loss, auto_or_given, require_counts
+from src.losses.base import Loss, auto_or_given, given_weights, require_counts
 
 
 class BinaryCrossEntropy(Loss):
@@ -15,6 +15,8 @@ class BinaryCrossEntropy(Loss):
 
     ``pos_weight="auto"`` weights each label's positives by negatives/positives in the training split,
     clipped to ``max_pos_weight`` (a label with 77 positives in 43k would otherwise get ~560).
+    ``weight`` (one number per label) scales each label's whole column, positives and negatives, before the
+    mean over B x C; ClassBalancedLoss sets it.
     """
 
     tasks = ("multilabel", "multiclass")
@@ -25,6 +27,7 @@ class BinaryCrossEntropy(Loss):
         max_pos_weight: float = 30.0,
         label_counts: Sequence[int] | None = None,
         num_examples: int | None = None,
+        weight: Sequence[float] | None = None,
     ):
         super().__init__()
 
@@ -33,8 +36,11 @@ class BinaryCrossEntropy(Loss):
             return ((num_examples - counts) / counts.clip(min=1)).clip(1.0, max_pos_weight)
 
         self.register_buffer("pos_weight", auto_or_given(pos_weight, from_counts, "loss.pos_weight"))
+        self.register_buffer("weight", given_weights(weight, "loss.weight"))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.ndim == 1:  # class ids
             targets = F.one_hot(targets.long(), logits.shape[-1])
-        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), pos_weight=self.pos_weight)
+        return F.binary_cross_entropy_with_logits(
+            logits.float(), targets.float(), weight=self.weight, pos_weight=self.pos_weight
+        )
