@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src import resolvers
 from src.errors import ConfigError, LabelwiseError
 from src.losses.base import build_loss
 from src.summary import metrics_by_split, print_summary, write_summary
@@ -22,7 +24,7 @@ from src.tracking.mlflow import find_mlflow, flat_params, log_run_config
 from src.tracking.naming import hydra_run_name
 
 log = logging.getLogger(__name__)
-OmegaConf.register_new_resolver("lw.run_name", hydra_run_name, replace=True)
+resolvers.register()
 
 PARAM_SECTIONS = ("data", "model", "loss", "optim", "scheduler", "trainer", "seed")
 
@@ -66,8 +68,9 @@ def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
         )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then validate and test the best checkpoint; returns (and writes) the run summary."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Fit, then validate and test the best checkpoint; returns (and writes) the run summary.
+    ``extra_callbacks`` are for programmatic use (benchmarks, notebooks) beside the configured ones."""
     if cfg.ckpt_path:
         cfg = resume_config(cfg)
     refuse_multirun_with_ddp(cfg)
@@ -92,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_dict(cfg.callbacks)
-    callbacks.append(RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)))
+    callbacks += [RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *extra_callbacks]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_dict(cfg.logger))
 
     mlflow = find_mlflow(trainer.loggers)

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from src.data.batching import LengthGroupedBatchSampler, sorted_batches
 from src.data.records import LabelledData, Split
 from src.data.splitting import carve_validation
+from src.data.token_cache import tokenize
 from src.models.pretrained import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -20,14 +22,18 @@ log = logging.getLogger(__name__)
 class TokenizedSplit(Dataset):
     """Token ids (unpadded, truncated) and targets of one split: multi-hot rows or class ids."""
 
-    def __init__(self, input_ids: list[list[int]], targets: np.ndarray):
+    def __init__(self, input_ids: list[np.ndarray], targets: np.ndarray):
         self.input_ids = input_ids
         self.targets = torch.as_tensor(targets)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def __getitem__(self, index: int) -> tuple[list[int], torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
         return self.input_ids[index], self.targets[index]
 
 
@@ -38,16 +44,18 @@ class PadCollator:
         self.pad_token_id = pad_token_id
         self.multiple_of = multiple_of
 
-    def __call__(self, batch: list[tuple[list[int], torch.Tensor]]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids, _ in batch)
+    def pad(self, rows: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        longest = max(len(ids) for ids in rows)
         width = -(-longest // self.multiple_of) * self.multiple_of
-        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.from_numpy(ids)
             attention_mask[row, : len(ids)] = 1
-        labels = torch.stack([target for _, target in batch])
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def __call__(self, batch: list[tuple[np.ndarray, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {**self.pad([ids for ids, _ in batch]), "labels": torch.stack([target for _, target in batch])}
 
 
 class TextDataModule(L.LightningDataModule):
@@ -64,6 +72,8 @@ class TextDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 42,
         num_workers: int = 0,
+        group_by_length: bool = True,
+        cache_dir: str | None = None,
         **source_options: Any,
     ):
         """``source_options`` are the user-facing shorthands a data config exposes at its top level
@@ -78,6 +88,8 @@ class TextDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.seed = seed
         self.num_workers = num_workers
+        self.group_by_length = group_by_length
+        self.cache_dir = cache_dir
         self._data: LabelledData | None = None
         self._tokenized: dict[str, TokenizedSplit] = {}
         self._tokenizer = None
@@ -124,33 +136,40 @@ class TextDataModule(L.LightningDataModule):
         return self._tokenizer
 
     def tokenize(self, split: Split) -> TokenizedSplit:
-        encoded = self.tokenizer(split.texts, truncation=True, max_length=self.max_length)
+        input_ids = tokenize(self.tokenizer, split.texts, self.max_length, self.cache_dir)
         if self.task == "multilabel":
             targets = split.multi_hot(self.num_labels)
         else:
             targets = np.asarray([ids[0] for ids in split.labels], dtype=np.int64)
-        return TokenizedSplit(encoded["input_ids"], targets)
+        return TokenizedSplit(input_ids, targets)
 
     def setup(self, stage: str | None = None) -> None:
         for name, split in self.data.splits.items():
             if name not in self._tokenized:
                 self._tokenized[name] = self.tokenize(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_sampler) -> DataLoader:
         return DataLoader(
             self._tokenized[split],
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
+            batch_sampler=batch_sampler,
             collate_fn=PadCollator(self.tokenizer.pad_token_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Length-grouped batches (or plain shuffled ones); sharded per DDP rank by the sampler itself."""
+        dataset = self._tokenized["train"]
+        lengths = dataset.lengths if self.group_by_length else [0] * len(dataset)
+        return self._loader("train", LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed))
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Batches sorted by length. Not sharded under DDP: every rank scores the whole split, and metrics
+        synchronised across ranks keep their value (all counts scale alike)."""
+        return self._loader(split, sorted_batches(self._tokenized[split].lengths, self.eval_batch_size))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")

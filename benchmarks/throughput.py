@@ -1,0 +1,280 @@
+"""Training and inference speed of labelwise's default path against Hugging Face's standard recipe.
+
+    python benchmarks/throughput.py [--data-dir ../shared/data/goemotions] [--train-size 4000] [--epochs 2]
+
+Same model (bundled MiniLM), same GoEmotions subset, batch size, max length, learning rate and number of
+optimizer steps: (a) HF Trainer + DataCollatorWithPadding, (b) `src.train` with its defaults. Each run is a
+subprocess (clean peak RSS), alternating a, b, a, b. Then inference: `predict_scores` (the engine behind
+`src.predict`) against `pipeline("text-classification")` on the same texts. Last line:
+`train speedup: X.XX  inference speedup: Y.YY`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def read_tsv(path: Path, limit: int) -> list[tuple[str, list[int]]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:limit]
+    return [(text, [int(i) for i in ids.split(",")]) for text, ids, *_ in rows]
+
+
+def write_subset(args, directory: Path) -> None:
+    """The first ``train_size`` / ``val_size`` rows of train.tsv / dev.tsv, in GoEmotions' own format."""
+    for name, limit in (("train.tsv", args.train_size), ("dev.tsv", args.val_size)):
+        with (args.data_dir / name).open(encoding="utf-8") as source, (directory / name).open("w") as target:
+            for line_number, line in enumerate(source):
+                if line_number == limit:
+                    break
+                target.write(line)
+
+
+def macro_f1(scores, rows) -> float:
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    truth = np.zeros_like(scores)
+    for row, (_, ids) in enumerate(rows):
+        truth[row, ids] = 1
+    return float(f1_score(truth, scores > 0.5, average="macro", zero_division=0))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_hf(args, subset: Path) -> dict:
+    """The peer: AutoModelForSequenceClassification + Trainer + DataCollatorWithPadding, default settings."""
+    import numpy as np
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from src.data.sources.goemotions import LABELS
+    from src.models.pretrained import resolve
+
+    path = resolve(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(LABELS), problem_type="multi_label_classification"
+    )
+    train_rows, val_rows = read_tsv(subset / "train.tsv", args.train_size), read_tsv(subset / "dev.tsv", args.val_size)
+
+    def encode(rows):
+        encoded = tokenizer([text for text, _ in rows], truncation=True, max_length=args.max_length)
+        items = []
+        for row, (_, ids) in enumerate(rows):
+            labels = np.zeros(len(LABELS), dtype=np.float32)
+            labels[ids] = 1
+            items.append(
+                {
+                    "input_ids": encoded["input_ids"][row],
+                    "attention_mask": encoded["attention_mask"][row],
+                    "labels": labels,
+                }
+            )
+        return items
+
+    training_args = TrainingArguments(
+        output_dir=str(subset / "hf"),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=128,
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=args.seed,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=encode(train_rows),
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    logits = trainer.predict(encode(val_rows)).predictions
+    return {
+        "samples_per_s": len(train_rows) * args.epochs / seconds,
+        "train_s": seconds,
+        "val_macro_f1": macro_f1(1 / (1 + np.exp(-logits)), val_rows),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def run_labelwise(args, subset: Path) -> dict:
+    """Our default path through the real entry point; only the data, budget and learning rate are set."""
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    import src.train as entry
+
+    class TrainTimer(L.Callback):
+        """Wall time of training batches only (validation inside the epoch is subtracted)."""
+
+        def __init__(self):
+            self.seconds = 0.0
+
+        def on_train_epoch_start(self, *_):
+            self.start = time.perf_counter()
+
+        def on_validation_start(self, trainer, *_):
+            if trainer.training:
+                self.seconds += time.perf_counter() - self.start
+
+        def on_validation_end(self, trainer, *_):
+            if trainer.training:
+                self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, *_):
+            self.seconds += time.perf_counter() - self.start
+
+    timer = TrainTimer()
+    overrides = [
+        "data=goemotions",
+        f"data.data_dir={subset}",
+        f"data.batch_size={args.batch_size}",
+        f"data.max_length={args.max_length}",
+        f"optim.lr={args.lr}",
+        f"trainer.max_epochs={args.epochs}",
+        "callbacks.early_stopping=null",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        f"seed={args.seed}",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(subset)
+        cfg.paths.output_dir = str(subset / "labelwise")
+    summary = entry.train(cfg, extra_callbacks=[timer])
+    samples = args.train_size * args.epochs
+    return {
+        "samples_per_s": samples / timer.seconds,
+        "train_s": timer.seconds,
+        "val_macro_f1": summary["metrics"]["val"]["macro_f1"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def run_inference(args, subset: Path) -> dict:
+    """Texts/s of our engine and of a transformers pipeline on the same texts and model weights."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from src.data.sources.goemotions import LABELS
+    from src.models.classifier import TextClassifier
+    from src.models.inference import predict_scores
+    from src.models.pretrained import resolve
+
+    texts = [text for text, _ in read_tsv(subset / "dev.tsv", args.val_size)]
+    path = resolve(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ours = TextClassifier(MODEL, num_labels=len(LABELS), task="multilabel", label_names=list(LABELS))
+    peer = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(LABELS))
+    classify = pipeline("text-classification", model=peer, tokenizer=tokenizer, device=-1, top_k=None)
+    results = {}
+    for _ in range(2):  # alternate, keep the better of two
+        start = time.perf_counter()
+        predict_scores(ours, tokenizer, texts, max_length=args.max_length)
+        results["ours"] = max(results.get("ours", 0), len(texts) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        with torch.inference_mode():
+            classify(texts, batch_size=args.batch_size, truncation=True, max_length=args.max_length)
+        results["pipeline"] = max(results.get("pipeline", 0), len(texts) / (time.perf_counter() - start))
+    return results
+
+
+def child(args) -> None:
+    subset = Path(args.subset)
+    result = {"hf": run_hf, "labelwise": run_labelwise, "inference": run_inference}[args.child](args, subset)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def spawn(args, kind: str, subset: Path) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--subset", str(subset), *sys.argv[1:]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=subset)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        sys.exit(f"{kind} run failed:\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--train-size", type=int, default=4000)
+    parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating (HF, labelwise) pairs")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--child", choices=["hf", "labelwise", "inference"], help=argparse.SUPPRESS)
+    parser.add_argument("--subset", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    if not (args.data_dir / "train.tsv").is_file():
+        print(f"skipped: no GoEmotions train.tsv in {args.data_dir} (pass --data-dir DIR)")
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subset = Path(tmp)
+        write_subset(args, subset)
+        runs = {"hf": [], "labelwise": []}
+        for round_number in range(args.rounds):
+            for kind in runs:
+                runs[kind].append(spawn(args, kind, subset))
+                print(f"round {round_number + 1} {kind:9s} {runs[kind][-1]}", flush=True)
+        inference = spawn(args, "inference", subset)
+
+    print(
+        f"\nMiniLM-L6, GoEmotions first {args.train_size} train / {args.val_size} dev rows, batch {args.batch_size}, "
+        f"max length {args.max_length}, lr {args.lr}, {args.epochs} epochs, {args.rounds} alternating rounds"
+    )
+    print(f"{'':28s}{'samples/s':>10s}{'peak RSS MB':>13s}{'val macro-F1':>14s}")
+    for kind, label in (("hf", "HF Trainer + padding"), ("labelwise", "labelwise defaults")):
+        rows = runs[kind]
+        print(
+            f"{label:28s}{statistics.median(r['samples_per_s'] for r in rows):10.1f}"
+            f"{max(r['peak_rss_mb'] for r in rows):13.0f}{statistics.mean(r['val_macro_f1'] for r in rows):14.4f}"
+        )
+    print(f"inference texts/s: labelwise {inference['ours']:.1f}, transformers pipeline {inference['pipeline']:.1f}")
+    train_speedup = statistics.median(r["samples_per_s"] for r in runs["labelwise"]) / statistics.median(
+        r["samples_per_s"] for r in runs["hf"]
+    )
+    print(f"train speedup: {train_speedup:.2f}  inference speedup: {inference['ours'] / inference['pipeline']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Batch samplers that put texts of similar length together, so little of each forward pass is padding.
+
+GoEmotions texts average 19 tokens, but random batches of 32 pad to ~37: half the compute would be padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def _world() -> tuple[int, int]:
+    """(replicas, rank) of the running process group; (1, 0) outside DDP."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Training batches: shuffle all indices, cut them into windows of ``batch_size * window`` examples, sort
+    each window by length and cut it into batches, then shuffle the batch order.
+
+    Batches stay random in content and order (windows are random samples) while nearly uniform in length.
+    Deterministic given ``seed`` and the epoch (Lightning calls :meth:`set_epoch`). Under DDP each rank takes
+    every ``replicas``-th batch of the same global order; the list is padded by repeating its first batches so
+    every rank runs the same number of steps.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, window: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.window = window
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _global_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._global_batches()
+        replicas, rank = _world()
+        per_rank = -(-len(batches) // replicas)
+        batches += batches[: per_rank * replicas - len(batches)]
+        for batch in batches[rank::replicas]:
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        return -(-len(self._global_batches()) // _world()[0])
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation/prediction batches of indices sorted by length, longest first (the largest batch fails
+    first if memory is short). Callers that need input order restore it from the indices."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
