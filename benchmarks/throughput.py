@@ -239,6 +239,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--rounds", type=int, default=2, help="alternating (HF, labelwise) pairs")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--override", nargs="*", default=[], help="extra src.train overrides for labelwise's run")
     parser.add_argument("--child", choices=["hf", "labelwise", "inference"], help=argparse.SUPPRESS)
     parser.add_argument("--subset", help=argparse.SUPPRESS)
     args = parser.parse_args()

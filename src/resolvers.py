@@ -2,10 +2,11 @@
 
 from omegaconf import OmegaConf
 
-from src.precision import fast_precision
+from src.runtime import fast_precision, pad_multiple
 from src.tracking.naming import hydra_run_name
 
 
 def register() -> None:
     OmegaConf.register_new_resolver("lw.run_name", hydra_run_name, replace=True)
     OmegaConf.register_new_resolver("lw.fast_precision", fast_precision, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("lw.pad_multiple", pad_multiple, replace=True, use_cache=True)

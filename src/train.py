@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import resolvers
 from src.errors import ConfigError, LabelwiseError
 from src.losses.base import build_loss
+from src.runtime import keep_large_allocations
 from src.summary import metrics_by_split, print_summary, write_summary
 from src.tracking.checkpoint import RunMetadata, read_metadata
 from src.tracking.mlflow import find_mlflow, flat_params, log_run_config
@@ -74,6 +75,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     if cfg.ckpt_path:
         cfg = resume_config(cfg)
     refuse_multirun_with_ddp(cfg)
+    keep_large_allocations()
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)

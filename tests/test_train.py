@@ -110,3 +110,28 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, tiny_bert):
     cfg = compose_train(tmp_path, quick(tiny_bert, paths, f"ckpt_path={tmp_path}/nope.ckpt"))
     with pytest.raises(ConfigError, match="nope.ckpt: no such file"):
         train(cfg)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_every_precision_trains_with_gradient_clipping(tmp_path, tiny_bert, precision):
+    """bf16/fp32 use the fused optimizer and our own clipping; fp16 a non-fused one that Lightning unscales
+    before clipping."""
+    paths = write_dataset(tmp_path, multilabel=True, rows=48)
+    cfg = compose_train(tmp_path, quick(tiny_bert, paths, f"trainer.precision={precision}", "trainer.max_epochs=1",
+                                        "trainer.gradient_clip_val=0.5", "logger=none"))
+    summary = train(cfg)
+    assert torch.isfinite(torch.tensor(summary["metrics"]["train"]["loss"]))
+
+
+def test_direct_clipping_bounds_the_gradient_norm(tiny_bert):
+    from unittest.mock import MagicMock
+
+    from src.models.classifier import TextClassifier
+
+    model = TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=["a", "b", "c"])
+    for parameter in model.parameters():
+        parameter.grad = torch.full_like(parameter, 10.0)
+    model._trainer = MagicMock(precision_plugin=MagicMock(scaler=None))
+    model.configure_gradient_clipping(None, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
+    assert norm == pytest.approx(0.5, rel=1e-3)  # clip_grad_norm_ divides by (norm + 1e-6)

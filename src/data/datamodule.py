@@ -38,7 +38,7 @@ class TokenizedSplit(Dataset):
 
 
 class PadCollator:
-    """Pads a batch to its longest sequence, rounded up to a multiple of 8 (tensor-core friendly)."""
+    """Pads a batch to its longest sequence, rounded up to a multiple of ``multiple_of``."""
 
     def __init__(self, pad_token_id: int, multiple_of: int = 8):
         self.pad_token_id = pad_token_id
@@ -73,6 +73,7 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         group_by_length: bool = True,
+        pad_to_multiple_of: int = 1,
         cache_dir: str | None = None,
         **source_options: Any,
     ):
@@ -89,6 +90,7 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.group_by_length = group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.cache_dir = cache_dir
         self._data: LabelledData | None = None
         self._tokenized: dict[str, TokenizedSplit] = {}
@@ -152,7 +154,7 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(
             self._tokenized[split],
             batch_sampler=batch_sampler,
-            collate_fn=PadCollator(self.tokenizer.pad_token_id),
+            collate_fn=PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -109,8 +109,12 @@ class TextClassifier(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def _grad_scaler(self):
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(encoder=self.encoder, head=self.head)
+        # fp16 loss scaling: Lightning must unscale before clipping, which a fused optimizer does not allow
+        optimizer = self.optimizer_factory(encoder=self.encoder, head=self.head, fused=self._grad_scaler() is None)
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
@@ -118,3 +122,14 @@ class TextClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total_steps),
         }
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Without a grad scaler (fp32, bf16) gradients are already real-valued: clip them directly, which
+        Lightning's mixed-precision plugin refuses to do for fused optimizers. Under fp16 Lightning unscales
+        first, then clips (never clip scaled gradients)."""
+        if not gradient_clip_val or self._grad_scaler() is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)

@@ -10,7 +10,7 @@ import torch
 from src.data.batching import sorted_batches
 from src.data.datamodule import PadCollator
 from src.metrics.classification import scores
-from src.precision import fast_precision
+from src.runtime import fast_precision, pad_multiple
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -29,7 +29,7 @@ def predict_scores(model, tokenizer, texts: list[str], max_length: int, batch_si
     model.eval()
     device = next(model.parameters()).device
     ids = [np.asarray(row) for row in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    collate = PadCollator(tokenizer.pad_token_id)
+    collate = PadCollator(tokenizer.pad_token_id, pad_multiple())
     out = np.zeros((len(texts), model.hparams.num_labels), dtype=np.float32)
     with autocast_for(device, precision or fast_precision()):
         for batch in sorted_batches([len(row) for row in ids], batch_size):

@@ -18,9 +18,11 @@ def adamw(
     head_lr_multiplier: float = 1.0,
     betas: Sequence[float] = (0.9, 0.999),
     eps: float = 1e-8,
+    fused: bool = True,
 ) -> torch.optim.AdamW:
     """AdamW with no weight decay on biases and normalisation weights (every 1-D parameter), and the
-    freshly initialised head at ``lr * head_lr_multiplier``."""
+    freshly initialised head at ``lr * head_lr_multiplier``; the fused implementation unless ``fused=False``
+    (needed under fp16 loss scaling, where gradients must be unscaled before clipping)."""
     groups = []
     for module, group_lr in ((encoder, lr), (head, lr * head_lr_multiplier)):
         params = [p for p in module.parameters() if p.requires_grad]
@@ -29,7 +31,8 @@ def adamw(
         )
         groups.append({"params": [p for p in params if p.ndim < 2], "lr": group_lr, "weight_decay": 0.0})
     groups = [group for group in groups if group["params"]]
-    fused = all(p.is_cuda for group in groups for p in group["params"])
+    # the fused kernel (CPU and CUDA) is ~6x faster than foreach on CPU: 17 vs 106 ms a step for MiniLM
+    fused = fused and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
 
 

@@ -1,0 +1,44 @@
+"""Process-level speed settings: numeric precision and the CPU memory allocator."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run ~4x faster than fp32 (measured on this project's 2-core CPU)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def fast_precision() -> str:
+    """``bf16-mixed`` on bf16-capable GPUs (Ampere and newer) and CPUs; ``32-true`` elsewhere."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def pad_multiple() -> int:
+    """Pad batches to a multiple of 8 on GPUs (tensor-core tiles); on CPUs padding is pure extra work."""
+    return 8 if torch.cuda.is_available() else 1
+
+
+def keep_large_allocations() -> bool:
+    """Stop glibc from returning every large block to the OS.
+
+    glibc serves blocks over 32 MB with a fresh mmap and unmaps them on free, so tensors of that size made
+    every step (MiniLM's 47 MB word-embedding gradient) page-fault in anew each time: 63 ms of a 216 ms CPU
+    training step. Raising the mmap and trim thresholds keeps them on the heap for reuse (what tcmalloc or
+    jemalloc would do): 216 -> 139 ms a step. No-op off glibc. Returns whether it applied.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold, one_gib = -1, -3, 1 << 30
+    return bool(libc.mallopt(m_mmap_threshold, one_gib) and libc.mallopt(m_trim_threshold, one_gib))
