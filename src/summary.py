@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 SPLITS = ("train", "val", "test")
-COLUMNS = ("loss", "macro_f1", "micro_f1")
+COLUMNS = ("loss", "macro_f1", "micro_f1", "macro_f1_tuned")
 
 
 def metrics_by_split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -21,6 +21,11 @@ def metrics_by_split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
         if split in SPLITS and name:
             out.setdefault(split, {})[name.removesuffix("_epoch")] = float(value)
     return out
+
+
+def merge_metrics(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-split union; ``extra`` (the post-training evaluation) wins where both have a key."""
+    return {split: {**base.get(split, {}), **extra.get(split, {})} for split in {*base, *extra}}
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -40,6 +45,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         if row:
             table.add_row(split, *(f"{row[c]:.4f}" if c in row else "-" for c in COLUMNS))
     console.print(table)
+    val, test = summary["metrics"].get("val", {}), summary["metrics"].get("test", {})
+    if "macro_f1_tuned_crossfit" in val:
+        console.print(f"val macro-F1, thresholds tuned on one half and scored on the other: "
+                      f"{val['macro_f1_tuned_crossfit']:.4f}")
+    if "macro_f1_ci95" in test:
+        low, high = test["macro_f1_ci95"]
+        rule = "tuned thresholds" if summary.get("thresholds") else "0.5"
+        console.print(f"test macro-F1 95% bootstrap interval ({rule}): {low:.4f} - {high:.4f}")
     console.print(f"best checkpoint: {summary['best_checkpoint']}", soft_wrap=True)
     if summary["mlflow"]["run_id"]:
         console.print(

@@ -17,11 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import resolvers
 from src.errors import ConfigError, LabelwiseError
+from src.evaluation import evaluate
 from src.losses.base import build_loss
 from src.runtime import keep_large_allocations
-from src.summary import metrics_by_split, print_summary, write_summary
-from src.tracking.checkpoint import RunMetadata, read_metadata
-from src.tracking.mlflow import find_mlflow, flat_params, log_run_config
+from src.summary import merge_metrics, metrics_by_split, print_summary, write_summary
+from src.tracking.checkpoint import RunMetadata, read_metadata, store_thresholds
+from src.tracking.mlflow import find_mlflow, flat_params, log_evaluation, log_run_config, training_history
 from src.tracking.naming import hydra_run_name
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,19 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
 
     output_dir = Path(cfg.paths.output_dir)
+    splits = ["val"] + (["test"] if cfg.test and datamodule.has_split("test") else [])
+    calibration = OmegaConf.to_container(cfg.thresholds) if cfg.thresholds else None
+    results = {"thresholds": None, "metrics": {}}
+    if trainer.is_global_zero:
+        report_dir = output_dir / "report" if cfg.report else None
+        history = training_history(mlflow) if mlflow else None
+        results = evaluate(model, datamodule, splits, trainer.precision, calibration, report_dir, history)
+        for path in (best, last):
+            if path and results["thresholds"]:
+                store_thresholds(path, results["thresholds"])
+        if mlflow:
+            log_evaluation(mlflow, results["metrics"], report_dir)
+
     summary = {
         "run_name": hydra_run_name(),
         "task": datamodule.task,
@@ -133,7 +147,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
             "tracking_uri": cfg.paths.mlflow_uri if mlflow else None,
             "experiment": cfg.task_name,
         },
-        "metrics": metrics_by_split({key: float(value) for key, value in metrics.items()}),
+        "metrics": merge_metrics(metrics_by_split({key: float(value) for key, value in metrics.items()}),
+                                 results["metrics"]),
+        "thresholds": results["thresholds"],
         "optimized_metric": {"name": cfg.optimized_metric, "value": _metric(metrics, cfg.optimized_metric)},
     }
     if trainer.is_global_zero:

@@ -78,6 +78,23 @@ def test_tiny_bert_trains_and_tracks(tmp_path, tiny_bert, multilabel):
     assert run.data.params["loss.pos_weight" if multilabel else "loss.label_smoothing"] in ("None", "0.0")
     assert "val/macro_f1" in run.data.metrics and "test/macro_f1" in run.data.metrics
 
+    if multilabel:  # thresholds tuned on val, stored in both checkpoints and the summary, applied to test
+        assert 0.0 < summary["thresholds"]["global_threshold"] < 1.0
+        assert len(summary["thresholds"]["per_label"]) == len(WORDS)
+        assert read_metadata(summary["last_checkpoint"])["thresholds"] == summary["thresholds"]
+        assert {"macro_f1_tuned", "micro_f1_tuned"} <= set(summary["metrics"]["test"])
+        assert 0.0 <= summary["metrics"]["val"]["macro_f1_tuned_crossfit"] <= 1.0
+        assert "test/macro_f1_tuned" in run.data.metrics
+    else:  # argmax decisions: nothing to tune
+        assert summary["thresholds"] is None and "macro_f1_tuned" not in summary["metrics"]["test"]
+    low, high = summary["metrics"]["test"]["macro_f1_ci95"]
+    assert low <= summary["metrics"]["test"]["macro_f1_tuned" if multilabel else "macro_f1"] <= high
+    report = tmp_path / "run" / "report"
+    assert (report / "test" / "per_label.csv").is_file() and (report / "val" / "training_curves.png").is_file()
+    artifacts = {a.path for a in mlflow.MlflowClient(summary["mlflow"]["tracking_uri"]).list_artifacts(
+        summary["mlflow"]["run_id"], "report/test")}
+    assert "report/test/per_label.md" in artifacts
+
     metadata = read_metadata(summary["best_checkpoint"])
     assert metadata["label_names"] == sorted(WORDS)
     assert metadata["task"] == summary["task"]

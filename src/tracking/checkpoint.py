@@ -46,3 +46,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if KEY not in checkpoint:
         raise ConfigError(f"ckpt_path={path}: not a labelwise checkpoint (no '{KEY}' entry).")
     return checkpoint[KEY]
+
+
+def store_thresholds(path: str | Path, thresholds: dict[str, Any]) -> None:
+    """Write tuned thresholds into a saved checkpoint (calibration runs after training saved it)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint[KEY]["thresholds"] = thresholds
+    torch.save(checkpoint, path)

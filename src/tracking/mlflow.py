@@ -4,6 +4,7 @@ active runs behind)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
@@ -49,3 +50,24 @@ def log_run_config(
         logger.log_hyperparams(params)
     client.log_text(run_id, config_yaml, f"config/config{suffix}.yaml")
     client.log_text(run_id, "\n".join(overrides) + "\n", f"config/overrides{suffix}.txt")
+
+
+CURVES = ("train/loss_step", "train/loss_epoch", "val/loss", "val/macro_f1")
+
+
+def training_history(logger: MLFlowLogger) -> dict[str, list[tuple[float, float]]]:
+    """``{metric: [(step, value), ...]}`` of the curves worth plotting, read back from the run."""
+    client, run_id = logger.experiment, logger.run_id
+    history = {name: [(m.step, m.value) for m in client.get_metric_history(run_id, name)] for name in CURVES}
+    return {name: points for name, points in history.items() if points}
+
+
+def log_evaluation(logger: MLFlowLogger, metrics: dict[str, dict[str, Any]], report_dir: Path | None) -> None:
+    """Final per-split numbers (``test/macro_f1_tuned``...) and the report files as artifacts."""
+    client, run_id = logger.experiment, logger.run_id
+    for split, values in metrics.items():
+        for name, value in values.items():
+            if isinstance(value, float):
+                client.log_metric(run_id, f"{split}/{name}", value)
+    if report_dir is not None and report_dir.is_dir():
+        client.log_artifacts(run_id, str(report_dir), "report")

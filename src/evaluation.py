@@ -1,0 +1,59 @@
+"""After training: score val/test with the best weights, calibrate thresholds on val, report both splits.
+
+Thresholds tuned on the validation rows inflate validation metrics, so val also gets a cross-fitted estimate
+(tune on one half, score the other, swap). Test metrics are given at 0.5 and at the tuned thresholds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.data.datamodule import TextDataModule
+from src.metrics.report import bootstrap_ci, full_metrics, write_report
+from src.metrics.thresholds import Thresholds, calibrate, cross_fitted_macro_f1
+from src.models.inference import predict_scores
+
+HEADLINE = ("macro_f1", "micro_f1")
+
+
+def split_scores(model, datamodule: TextDataModule, split: str, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and targets (multi-hot, or class ids) of one split."""
+    data = datamodule.data.splits[split]
+    scores = predict_scores(model, datamodule.tokenizer, data.texts, datamodule.max_length,
+                            batch_size=datamodule.eval_batch_size, precision=precision)
+    if datamodule.task == "multilabel":
+        return scores, data.multi_hot(datamodule.num_labels)
+    return scores, np.asarray([ids[0] for ids in data.labels])
+
+
+def evaluate(model, datamodule: TextDataModule, splits: list[str], precision: str,
+             calibration: dict[str, Any] | None, report_dir: Path | None,
+             history: dict[str, list[tuple[float, float]]] | None = None) -> dict[str, Any]:
+    """``{"thresholds": dict | None, "metrics": {"val": {...}, "test": {...}}}`` with, per split, the metrics at
+    0.5 (``macro_f1``...) and at the tuned thresholds (``macro_f1_tuned``...), and the report files written
+    (training curves from ``history`` beside the val report)."""
+    task, names = datamodule.task, datamodule.label_names
+    scored = {split: split_scores(model, datamodule, split, precision) for split in splits}
+    thresholds: Thresholds | None = None
+    if task == "multilabel" and calibration is not None:
+        thresholds = calibrate(*scored["val"], **calibration)
+
+    metrics: dict[str, dict[str, Any]] = {}
+    for split, (scores, targets) in scored.items():
+        at_half = full_metrics(scores, targets, task, names)
+        row = {key: value for key, value in at_half.items() if isinstance(value, float)}
+        final = at_half
+        if thresholds is not None:
+            final = full_metrics(scores, targets, task, names, thresholds)
+            row.update({f"{key}_tuned": final[key] for key in HEADLINE})
+        low, high = bootstrap_ci(scores, targets, task, "macro_f1", thresholds)
+        row["macro_f1_ci95"] = [low, high]
+        if split == "val" and thresholds is not None:
+            row["macro_f1_tuned_crossfit"] = cross_fitted_macro_f1(scores, targets, **calibration)
+        metrics[split] = row
+        if report_dir is not None:
+            write_report(report_dir / split, final, scores, targets, task, names, history if split == "val" else None)
+    return {"thresholds": thresholds.to_dict() if thresholds else None, "metrics": metrics}
