@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src import resolvers
-from src.errors import ConfigError, LabelwiseError
+from src.errors import ConfigError, reported_to_user
 from src.evaluation import evaluate
 from src.losses.base import build_loss
 from src.runtime import keep_large_allocations
@@ -166,14 +166,8 @@ def _metric(metrics: dict[str, Any], name: str) -> float | None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
+    with reported_to_user():
         return train(cfg)["optimized_metric"]["value"]
-    except Exception as error:
-        # Hydra's instantiate wraps errors raised in constructors; show the user's problem, not the wrapper.
-        cause = error if isinstance(error, LabelwiseError) else error.__cause__
-        if isinstance(cause, LabelwiseError):
-            raise SystemExit(f"error: {cause}") from None
-        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,232 @@
+"""python -m src.predict ckpt_path=PATH input=FILE|- [output=predictions.jsonl]: label texts with a trained model.
+
+Streams: reads ``chunk_size`` texts, scores them, writes them, so any input size runs in bounded memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from itertools import chain, islice
+from pathlib import Path
+from typing import IO, Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+
+from src import resolvers
+from src.errors import ConfigError, DataError, reported_to_user
+from src.metrics.thresholds import decide
+from src.models.inference import predict_scores
+from src.models.loading import Loaded, load_for_inference
+
+resolvers.register()
+
+STDIO = "-"
+TABLES = {".csv": ",", ".tsv": "\t"}
+
+
+def check_input(source: str | Path) -> None:
+    if str(source) != STDIO and not Path(source).expanduser().is_file():
+        raise DataError(
+            f"input={source}: no such file. Pass input=<file> (one text per line, or .csv/.tsv/.jsonl) "
+            "or input=- to read standard input."
+        )
+
+
+def iter_texts(source: str | Path, text_column: str = "text") -> Iterator[str]:
+    """The input's texts, one at a time, in order: plain lines (a file or ``-``), a CSV/TSV column or a JSONL key.
+    A blank line yields ``""`` so the output stays aligned with the input."""
+    check_input(source)
+    if str(source) == STDIO:
+        return (line.rstrip("\r\n") for line in sys.stdin)
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in TABLES:
+        return _table_texts(path, TABLES[suffix], text_column)
+    if suffix == ".jsonl":
+        return _jsonl_texts(path, text_column)
+    return _plain_texts(path)
+
+
+def _plain_texts(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as lines:
+        yield from (line.rstrip("\n") for line in lines)
+
+
+def _table_texts(path: Path, delimiter: str, text_column: str) -> Iterator[str]:
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        reader = csv.DictReader(file, delimiter=delimiter)
+        columns = reader.fieldnames or []
+        if text_column not in columns:
+            raise DataError(
+                f"input={path}: no column {text_column!r}; columns found: {columns}. Pass text_column=<one of them>."
+            )
+        try:
+            yield from (row[text_column] or "" for row in reader)
+        except csv.Error as error:
+            raise DataError(f"input={path}, line {reader.line_num}: {error}") from None
+
+
+def _jsonl_texts(path: Path, text_column: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                yield ""
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"input={path}, line {number}: not valid JSON ({error.msg}).") from None
+            if not isinstance(record, dict) or text_column not in record:
+                keys = list(record) if isinstance(record, dict) else type(record).__name__
+                raise DataError(
+                    f"input={path}, line {number}: no key {text_column!r}; found: {keys}. "
+                    "Pass text_column=<the key holding the text>."
+                )
+            text = record[text_column]
+            if text is not None and not isinstance(text, str):
+                raise DataError(f"input={path}, line {number}: {text_column!r} is a {type(text).__name__}, not text.")
+            yield text or ""
+
+
+def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def predict_chunk(loaded: Loaded, texts: list[str], batch_size: int = 128, precision: str | None = None) -> list[dict]:
+    """One prediction per text, in order; blank texts never reach the model and get no labels or scores."""
+    records: list[dict[str, Any]] = [{"text": text, "labels": [], "scores": {}} for text in texts]
+    rows = [i for i, text in enumerate(texts) if text.strip()]
+    if not rows:
+        return records
+    names = loaded.label_names
+    scores = predict_scores(
+        loaded.model, loaded.tokenizer, [texts[i] for i in rows], loaded.max_length, batch_size, precision
+    )
+    decisions = decide(scores, loaded.thresholds, loaded.task)
+    for row, probabilities, chosen in zip(rows, scores, decisions):
+        records[row]["labels"] = [names[j] for j in np.flatnonzero(chosen)]
+        records[row]["scores"] = {name: round(float(p), 6) for name, p in zip(names, probabilities)}
+    return records
+
+
+@contextmanager
+def open_output(target: str | Path) -> Iterator[IO[str]]:
+    """``-`` is stdout; a file is written beside its final name and renamed only when complete, so a failure
+    half-way never leaves a truncated predictions file that looks finished."""
+    if str(target) == STDIO:
+        yield sys.stdout
+        return
+    path = Path(target).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8") as file:
+            yield file
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def progress_bar(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("predicting"),
+        BarColumn(),
+        TextColumn("{task.completed:,} texts"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def predict_file(
+    loaded: Loaded,
+    input_path: str | Path,
+    output_path: str | Path,
+    batch_size: int = 128,
+    chunk_size: int = 2048,
+    text_column: str = "text",
+    precision: str | None = None,
+    progress: bool = False,
+) -> int:
+    """Write one JSON line per input text (``{"text", "labels", "scores"}``) in input order; returns the count."""
+    if batch_size < 1 or chunk_size < 1:
+        raise ConfigError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}.")
+    count = 0
+    try:
+        pending = chunks(iter_texts(input_path, text_column), chunk_size)
+        first = next(pending, [])  # a bad header or first record fails here: before any output or progress bar
+        with open_output(output_path) as out, progress_bar(progress) as bar:
+            task = bar.add_task("predict", total=None) if bar else None
+            for chunk in chain([first] if first else [], pending):
+                for record in predict_chunk(loaded, chunk, batch_size, precision):
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += len(chunk)
+                if bar:
+                    bar.advance(task, len(chunk))
+            out.flush()
+    except UnicodeDecodeError as error:
+        raise DataError(f"input={input_path}: not UTF-8 text ({error}). Convert it to UTF-8 first.") from None
+    return count
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: no CUDA device is available here. Use device=cpu or device=auto.")
+    return device
+
+
+def predict(cfg: DictConfig) -> int:
+    if not cfg.ckpt_path:
+        raise ConfigError(
+            "ckpt_path= is required: pass ckpt_path=<run dir>/checkpoints/last.ckpt (or best-*.ckpt), "
+            "as written by python -m src.train."
+        )
+    if not cfg.input:
+        raise ConfigError(
+            "input= is required: pass input=<file> (text lines, .csv, .tsv or .jsonl) or input=- for stdin."
+        )
+    source = STDIO if str(cfg.input) == STDIO else to_absolute_path(str(cfg.input))
+    target = STDIO if str(cfg.output) == STDIO else to_absolute_path(str(cfg.output))
+    check_input(source)  # before the (slow) model load
+    loaded = load_for_inference(to_absolute_path(str(cfg.ckpt_path)), resolve_device(cfg.device))
+    count = predict_file(
+        loaded,
+        source,
+        target,
+        batch_size=cfg.batch_size,
+        chunk_size=cfg.chunk_size,
+        text_column=cfg.text_column,
+        precision=cfg.precision,
+        progress=target != STDIO,
+    )
+    if target != STDIO:
+        print(f"wrote {count:,} predictions to {target}", file=sys.stderr)
+    return count
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with reported_to_user():
+        predict(cfg)
+
+
+if __name__ == "__main__":
+    main()
