@@ -10,24 +10,10 @@ from torch import nn
 
 from src.losses.base import Loss
 from src.metrics.classification import build_metrics, scores
+from src.models.modeling_labelwise import pool  # one definition, shared with the HF export
 from src.models.pretrained import load_encoder
 
 POOLINGS = ("mean", "cls", "cls_mean", "pooler")
-
-
-def pool(
-    hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor | None, mode: str
-) -> torch.Tensor:
-    """Sentence vector from token states: masked mean, the [CLS] state, both concatenated, or BERT's pooler
-    (trained by next-sentence prediction; untrained in sentence-transformers checkpoints such as MiniLM)."""
-    if mode == "pooler":
-        return pooler_output
-    cls = hidden[:, 0]
-    if mode == "cls":
-        return cls
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-    return mean if mode == "mean" else torch.cat([cls, mean], dim=-1)
 
 
 class TextClassifier(L.LightningModule):

@@ -38,7 +38,9 @@ class LabelwiseConfig(PretrainedConfig):
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor | None, mode: str) -> torch.Tensor:
-    """Same as ``src.models.classifier.pool`` (kept in sync by the export parity check)."""
+    """Sentence vector from token states: masked mean, the [CLS] state, both concatenated, or BERT's pooler
+    (trained by next-sentence prediction; untrained in sentence-transformers checkpoints such as MiniLM).
+    The training module imports it from here, so the exported model pools exactly as it was trained."""
     if mode == "pooler":
         return pooler_output
     cls = hidden[:, 0]

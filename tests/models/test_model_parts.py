@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from src.models.classifier import TextClassifier, pool
+from src.models.classifier import TextClassifier
+from src.models.modeling_labelwise import pool
 from src.models.optimization import adamw, warmup_schedule
 
 LABELS = ["joy", "anger", "fear"]
