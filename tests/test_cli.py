@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_train import write_dataset
+from tests.test_train import on_tiny, write_dataset
 
 pytestmark = pytest.mark.slow
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null"]
@@ -35,11 +35,7 @@ def run_cli(
 def tiny_data_args(tmp_path: Path, tiny_bert: str, multilabel: bool) -> list[str]:
     paths = write_dataset(tmp_path, multilabel=multilabel)
     return [
-        "data=jsonl",
-        f"data.train={paths['train']}",
-        f"data.val={paths['val']}",
-        f"data.test={paths['test']}",
-        f"model.name_or_path={tiny_bert}",
+        *on_tiny(tiny_bert, paths),
         "optim.lr=1e-3",
         *QUIET,
     ]

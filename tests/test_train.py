@@ -40,13 +40,15 @@ def write_dataset(directory: Path, multilabel: bool, rows: int = 96, seed: int =
     return paths
 
 
+def on_tiny(tiny_bert: str, paths: dict[str, Path]) -> list[str]:
+    """Overrides that train the tiny BERT on JSONL splits."""
+    split_args = [f"data.{split}={path}" for split, path in paths.items()]
+    return ["data=jsonl", *split_args, f"model.name_or_path={tiny_bert}"]
+
+
 def quick(tiny_bert: str, paths: dict[str, Path], *extra: str) -> list[str]:
     return [
-        "data=jsonl",
-        f"data.train={paths['train']}",
-        f"data.val={paths['val']}",
-        f"data.test={paths['test']}",
-        f"model.name_or_path={tiny_bert}",
+        *on_tiny(tiny_bert, paths),
         "trainer.max_epochs=3",
         "trainer.enable_progress_bar=false",
         "callbacks.progress_bar=null",
