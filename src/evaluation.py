@@ -14,7 +14,7 @@ import numpy as np
 from src.data.datamodule import TextDataModule
 from src.metrics.report import bootstrap_ci, full_metrics, write_report
 from src.metrics.thresholds import Thresholds, calibrate, cross_fitted_macro_f1
-from src.models.inference import predict_scores
+from src.models.inference import score_token_ids
 
 HEADLINE = ("macro_f1", "micro_f1")
 
@@ -22,8 +22,8 @@ HEADLINE = ("macro_f1", "micro_f1")
 def split_scores(model, datamodule: TextDataModule, split: str, precision: str) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and targets (multi-hot, or class ids) of one split."""
     data = datamodule.data.splits[split]
-    scores = predict_scores(model, datamodule.tokenizer, data.texts, datamodule.max_length,
-                            batch_size=datamodule.eval_batch_size, precision=precision)
+    scores = score_token_ids(model, datamodule.token_ids(split), datamodule.tokenizer.pad_token_id,
+                             datamodule.eval_batch_size, precision)
     if datamodule.task == "multilabel":
         return scores, data.multi_hot(datamodule.num_labels)
     return scores, np.asarray([ids[0] for ids in data.labels])

@@ -145,6 +145,11 @@ class TextDataModule(L.LightningDataModule):
             targets = np.asarray([ids[0] for ids in split.labels], dtype=np.int64)
         return TokenizedSplit(input_ids, targets)
 
+    def token_ids(self, split: str) -> list[np.ndarray]:
+        """The split's token ids as training saw them (tokenised once, by :meth:`setup`)."""
+        self.setup()
+        return self._tokenized[split].input_ids
+
     def setup(self, stage: str | None = None) -> None:
         for name, split in self.data.splits.items():
             if name not in self._tokenized:

@@ -22,15 +22,21 @@ def autocast_for(device: torch.device, precision: str):
     return nullcontext()
 
 
-@torch.inference_mode()
 def predict_scores(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 128,
                    precision: str | None = None) -> np.ndarray:
     """``[len(texts), num_labels]`` probabilities (sigmoid for multi-label, softmax for multi-class)."""
+    ids = [np.asarray(row) for row in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    return score_token_ids(model, ids, tokenizer.pad_token_id, batch_size, precision)
+
+
+@torch.inference_mode()
+def score_token_ids(model, ids: list[np.ndarray], pad_token_id: int, batch_size: int = 128,
+                    precision: str | None = None) -> np.ndarray:
+    """Probabilities for already tokenised texts, scored in length-sorted batches, returned in input order."""
     model.eval()
     device = next(model.parameters()).device
-    ids = [np.asarray(row) for row in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    collate = PadCollator(tokenizer.pad_token_id, pad_multiple())
-    out = np.zeros((len(texts), model.hparams.num_labels), dtype=np.float32)
+    collate = PadCollator(pad_token_id, pad_multiple())
+    out = np.zeros((len(ids), model.hparams.num_labels), dtype=np.float32)
     with autocast_for(device, precision or fast_precision()):
         for batch in sorted_batches([len(row) for row in ids], batch_size):
             padded = collate.pad([ids[i] for i in batch])

@@ -12,7 +12,7 @@ from src.errors import ConfigError
 from src.metrics.thresholds import Thresholds
 from src.models.classifier import TextClassifier
 from src.models.pretrained import load_tokenizer
-from src.tracking.checkpoint import read_metadata
+from src.tracking.checkpoint import KEY, load_checkpoint
 
 
 @dataclass
@@ -35,9 +35,8 @@ class Loaded:
 def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     """Rebuild the model from the checkpoint alone: the encoder is built from its config (``pretrained=False``),
     so only the tokenizer/config files are read besides the checkpoint, never pretrained weights."""
-    metadata = read_metadata(ckpt_path)  # clear errors for a missing file or a foreign checkpoint
-    # mmap: this second open re-reads the small pickle only; tensor data is paged in once, by load_state_dict
-    checkpoint = torch.load(Path(ckpt_path).expanduser(), map_location="cpu", weights_only=False, mmap=True)
+    checkpoint = load_checkpoint(ckpt_path)  # clear errors for a missing file or a foreign checkpoint
+    metadata = checkpoint[KEY]
     hparams = dict(checkpoint["hyper_parameters"])
     model = TextClassifier(**hparams, pretrained=False)
     own = model.state_dict()

@@ -35,8 +35,8 @@ class RunMetadata(L.Callback):
         }
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``labelwise`` entry of a checkpoint, with a clear error for a wrong path or foreign file."""
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A labelwise checkpoint (tensors memory-mapped), with a clear error for a wrong path or foreign file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -45,7 +45,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if KEY not in checkpoint:
         raise ConfigError(f"ckpt_path={path}: not a labelwise checkpoint (no '{KEY}' entry).")
-    return checkpoint[KEY]
+    return checkpoint
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``labelwise`` entry of a checkpoint."""
+    return load_checkpoint(path)[KEY]
 
 
 def store_thresholds(path: str | Path, thresholds: dict[str, Any]) -> None:
