@@ -13,6 +13,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from src import resolvers
@@ -98,6 +99,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_dict(cfg.callbacks)
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *extra_callbacks]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_dict(cfg.logger))
 

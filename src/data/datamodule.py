@@ -10,10 +10,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from src.data.augment import EasyDataAugmentation
 from src.data.batching import LengthGroupedBatchSampler, sorted_batches
 from src.data.records import LabelledData, Split
+from src.data.sampling import RandomResampler
 from src.data.splitting import carve_validation
 from src.data.token_cache import tokenize
+from src.errors import ConfigError
 from src.models.pretrained import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,9 @@ class TokenizedSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def subset(self, indices: np.ndarray) -> TokenizedSplit:
+        return TokenizedSplit([self.input_ids[i] for i in indices], self.targets[torch.as_tensor(indices)])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
         return self.input_ids[index], self.targets[index]
@@ -75,9 +81,12 @@ class TextDataModule(L.LightningDataModule):
         group_by_length: bool = True,
         pad_to_multiple_of: int = 1,
         cache_dir: str | None = None,
+        sampler: RandomResampler | None = None,
+        augment: EasyDataAugmentation | None = None,
         **source_options: Any,
     ):
-        """``source_options`` are the user-facing shorthands a data config exposes at its top level
+        """``sampler`` and ``augment`` change the training rows only (``sampler=...``, ``augment=...`` groups).
+        ``source_options`` are the user-facing shorthands a data config exposes at its top level
         (``data.data_dir``, ``data.train``, ...); the config interpolates them into ``source``, so the
         module itself has no use for them."""
         super().__init__()
@@ -92,6 +101,8 @@ class TextDataModule(L.LightningDataModule):
         self.group_by_length = group_by_length
         self.pad_to_multiple_of = pad_to_multiple_of
         self.cache_dir = cache_dir
+        self.sampler = sampler
+        self.augment = augment
         self._data: LabelledData | None = None
         self._tokenized: dict[str, TokenizedSplit] = {}
         self._tokenizer = None
@@ -99,7 +110,11 @@ class TextDataModule(L.LightningDataModule):
     def load(self) -> LabelledData:
         """Read the source once (idempotent) and make sure there is a validation split."""
         if self._data is None:
-            self._data = carve_validation(self.source.load(), self.val_fraction, self.seed)
+            data = carve_validation(self.source.load(), self.val_fraction, self.seed)
+            if self.augment is not None:
+                augmented = self.augment(data.splits["train"], data.num_labels)
+                data = LabelledData({**data.splits, "train": augmented}, data.label_names, data.task)
+            self._data = data
             sizes = ", ".join(f"{name} {len(split):,}" for name, split in self._data.splits.items())
             log.info(f"data: {self._data.task}, {self._data.num_labels} labels; {sizes}")
         return self._data
@@ -154,6 +169,16 @@ class TextDataModule(L.LightningDataModule):
         for name, split in self.data.splits.items():
             if name not in self._tokenized:
                 self._tokenized[name] = self.tokenize(split)
+                if name == "train" and self.sampler is not None:
+                    self._tokenized[name] = self.resample(self._tokenized[name])
+
+    def resample(self, train: TokenizedSplit) -> TokenizedSplit:
+        if not hasattr(self.sampler, "resample_indices"):
+            raise ConfigError(
+                f"sampler {type(self.sampler).__name__} creates new feature vectors, which token ids cannot be: "
+                "it needs model=frozen_encoder (cached sentence embeddings)."
+            )
+        return train.subset(self.sampler.resample_indices(train.targets.numpy()))
 
     def _loader(self, split: str, batch_sampler) -> DataLoader:
         return DataLoader(
