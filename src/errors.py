@@ -1,6 +1,11 @@
 """Errors that speak to the user: entry points print their message, not a traceback."""
 
+import logging
+import traceback
 from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class LabelwiseError(Exception):
@@ -15,14 +20,31 @@ class ConfigError(LabelwiseError):
     """An option combination that cannot work."""
 
 
+def user_message(error: BaseException) -> str | None:
+    """``error: ...`` for a LabelwiseError (also one Hydra's instantiate wrapped), None for a bug."""
+    cause = error if isinstance(error, LabelwiseError) else error.__cause__
+    return f"error: {cause}" if isinstance(cause, LabelwiseError) else None
+
+
+def describe(error: BaseException) -> str:
+    """The user's message, or for a bug the full traceback."""
+    return user_message(error) or "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
 @contextmanager
-def reported_to_user():
+def reported_to_user(failure_file: Path | None = None):
     """In an entry point: a LabelwiseError (also one Hydra's instantiate wrapped) exits with its message, no
-    traceback; anything else propagates as the bug it is."""
+    traceback; anything else propagates as the bug it is. With ``failure_file`` (a job of a sweep) the error
+    is logged and written there instead (a bug with its traceback) and the block ends normally, so the sweep
+    goes on."""
     try:
         yield
     except Exception as error:
-        cause = error if isinstance(error, LabelwiseError) else error.__cause__
-        if isinstance(cause, LabelwiseError):
-            raise SystemExit(f"error: {cause}") from None
-        raise
+        if failure_file is not None:
+            log.error(f"job failed: {describe(error)}")
+            failure_file.parent.mkdir(parents=True, exist_ok=True)
+            failure_file.write_text(describe(error) + "\n")
+        elif user_message(error):
+            raise SystemExit(user_message(error)) from None
+        else:
+            raise

@@ -11,9 +11,10 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import Logger, MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src import resolvers
@@ -23,8 +24,17 @@ from src.losses.base import build_loss
 from src.runtime import keep_large_allocations
 from src.summary import merge_metrics, metrics_by_split, print_summary, write_summary
 from src.tracking.checkpoint import RunMetadata, read_metadata, store_thresholds
-from src.tracking.mlflow import find_mlflow, flat_params, log_evaluation, log_run_config, training_history
+from src.tracking.mlflow import (
+    find_mlflow,
+    flat_params,
+    log_evaluation,
+    log_run_config,
+    record_failure,
+    tag_run,
+    training_history,
+)
 from src.tracking.naming import hydra_run_name
+from src.tracking.sweep import in_multirun, job_failure_file, job_tags
 
 log = logging.getLogger(__name__)
 resolvers.register()
@@ -63,7 +73,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
 def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
     strategy = cfg.trainer.get("strategy")
     multi_process = isinstance(strategy, DictConfig) and cfg.trainer.get("devices") not in (1, "1")
-    if multi_process and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if multi_process and in_multirun():
         raise ConfigError(
             "--multirun cannot be combined with a multi-process strategy (ddp/deepspeed on several devices): "
             "Lightning relaunches the command line once per rank, which would start the sweep again per rank. "
@@ -73,14 +83,30 @@ def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; returns (and writes) the run summary.
-    ``extra_callbacks`` are for programmatic use (benchmarks, notebooks) beside the configured ones."""
+    ``extra_callbacks`` are for programmatic use (benchmarks, notebooks) beside the configured ones.
+    The MLflow run exists from the start, so a job that fails at any point ends FAILED with its error."""
     if cfg.ckpt_path:
         cfg = resume_config(cfg)
     refuse_multirun_with_ddp(cfg)
     keep_large_allocations()
     L.seed_everything(cfg.seed, workers=True)
+    loggers = instantiate_dict(cfg.logger)
+    mlflow = find_mlflow(loggers) if rank_zero_only.rank == 0 else None
+    if mlflow:
+        tag_run(mlflow, job_tags(overrides()))
+    try:
+        return fit_and_evaluate(cfg, loggers, mlflow, extra_callbacks)
+    except BaseException as error:
+        if mlflow:
+            record_failure(mlflow, error)
+        raise
 
+
+def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogger | None,
+                     extra_callbacks: Sequence[L.Callback]) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
+    if mlflow:
+        tag_run(mlflow, {"labelwise.data_fingerprint": datamodule.fingerprint})
     loss = build_loss(
         instantiate(cfg.loss),
         task=datamodule.task,
@@ -102,10 +128,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *extra_callbacks]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_dict(cfg.logger))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
-    mlflow = find_mlflow(trainer.loggers)
-    if mlflow and trainer.is_global_zero:
+    if mlflow:
         log_run_config(
             mlflow,
             flat_params(resolved, PARAM_SECTIONS),
@@ -168,9 +193,13 @@ def _metric(metrics: dict[str, Any], name: str) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Returns the optimized metric to sweepers; in a sweep a failed job returns None and the sweep goes on."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with reported_to_user():
+        refuse_multirun_with_ddp(cfg)  # stops the whole sweep, not just this job
+    with reported_to_user(failure_file=job_failure_file()):
         return train(cfg)["optimized_metric"]["value"]
+    return None
 
 
 if __name__ == "__main__":

@@ -67,28 +67,43 @@ def test_default_run_end_to_end(tmp_path):
     assert artifacts == {"config/config.yaml", "config/overrides.txt"}
 
 
-def test_sweep_leaves_one_run_per_job(tmp_path, tiny_bert):
-    args = tiny_data_args(tmp_path, tiny_bert, multilabel=False)
-    run_cli(
-        tmp_path,
-        "--multirun",
-        "loss=bce,ce",
-        "seed=1,2",
-        "trainer.max_epochs=1",
-        *args,
-        "hydra.sweep.dir=sweep",
+def test_sweep_is_one_parent_with_a_child_per_job_and_failures_do_not_stop_it(tmp_path, tiny_bert):
+    """2 x 2 grid on multi-label data: the two softmax-CE jobs are refused (ConfigError) and end FAILED with
+    their error, the BCE jobs still run, and the sweep exits non-zero naming the failed jobs."""
+    args = tiny_data_args(tmp_path, tiny_bert, multilabel=True)
+    result = run_cli(
+        tmp_path, "--multirun", "loss=ce,bce", "seed=1,2", "trainer.max_epochs=1", *args, "hydra.sweep.dir=sweep",
+        check=False,
     )
+    assert result.returncode == 1
+    assert "sweep finished: 4 jobs, 2 failed" in result.stderr
 
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
     runs = runs_in(tmp_path / "outputs" / "mlflow.db")
-    assert sorted(r.info.run_name for r in runs) == [
-        "loss=bce seed=1",
-        "loss=bce seed=2",
-        "loss=ce seed=1",
-        "loss=ce seed=2",
-    ]
-    assert all(r.info.status == "FINISHED" and "val/macro_f1" in r.data.metrics for r in runs)
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
-    assert all((tmp_path / "sweep" / str(job) / "summary.json").is_file() for job in range(4))
+    (parent,) = [r for r in runs if r.data.tags.get("labelwise.kind") == "sweep"]
+    children = {r.info.run_name: r for r in runs if r is not parent}
+    assert parent.info.run_name.startswith("loss=ce,bce seed=1,2 (")
+    assert json.loads(parent.data.tags["labelwise.swept_keys"]) == ["loss", "seed"]
+    assert parent.data.tags["labelwise.failed_jobs"] == "2" and parent.info.status == "FINISHED"
+    assert sorted(children) == ["loss=bce seed=1", "loss=bce seed=2", "loss=ce seed=1", "loss=ce seed=2"]
+    record = json.loads((tmp_path / "sweep" / "mlflow_parent.json").read_text())
+    assert record["run_id"] == parent.info.run_id
+    for name, run in children.items():
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["labelwise.kind"] == "job"
+        assert json.loads(tags["labelwise.overrides"])[:2] == name.split()
+        assert len(tags["mlflow.source.git.commit"]) == 40 and tags["labelwise.git_dirty"] in ("true", "false")
+        if name.startswith("loss=ce"):
+            assert run.info.status == "FAILED"
+            error = client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))
+            assert Path(error).read_text().startswith("error: CrossEntropy works for multiclass data")
+        else:
+            assert run.info.status == "FINISHED" and "val/macro_f1" in run.data.metrics
+            assert run.data.params["optim.lr"] == "0.001"
+            assert len(tags["labelwise.data_fingerprint"]) == 16
+            assert (tmp_path / "sweep" / str(int(name[-1]) + 1) / "summary.json").is_file()
+    fingerprints = {r.data.tags.get("labelwise.data_fingerprint") for r in children.values()} - {None}
+    assert len(fingerprints) == 1
 
 
 def test_resume_continues_the_same_mlflow_run(tmp_path, tiny_bert):

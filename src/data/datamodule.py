@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Any
 
@@ -142,6 +144,15 @@ class TextDataModule(L.LightningDataModule):
     @property
     def num_train(self) -> int:
         return len(self.data.splits["train"])
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of every split's texts and labels and the label names: runs on the same data share it."""
+        digest = hashlib.sha256(json.dumps([self.task, self.label_names]).encode())
+        for name in sorted(self.data.splits):
+            split = self.data.splits[name]
+            digest.update(json.dumps([name, split.texts, split.labels]).encode())
+        return digest.hexdigest()[:16]
 
     def has_split(self, name: str) -> bool:
         return name in self.data.splits

@@ -9,6 +9,8 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
+from src.errors import describe
+
 # MLflow's limits: 500-char keys (we stay far below), 6000-char values; keep params short and flat.
 _MAX_VALUE = 500
 
@@ -50,6 +52,17 @@ def log_run_config(
         logger.log_hyperparams(params)
     client.log_text(run_id, config_yaml, f"config/config{suffix}.yaml")
     client.log_text(run_id, "\n".join(overrides) + "\n", f"config/overrides{suffix}.txt")
+
+
+def tag_run(logger: MLFlowLogger, tags: Mapping[str, str]) -> None:
+    for key, value in tags.items():
+        logger.experiment.set_tag(logger.run_id, key, value)
+
+
+def record_failure(logger: MLFlowLogger, error: BaseException) -> None:
+    """The run ends FAILED with its error (the user's message, or a bug's traceback) as artifact ``error.txt``."""
+    logger.experiment.log_text(logger.run_id, describe(error) + "\n", "error.txt")
+    logger.experiment.set_terminated(logger.run_id, "FAILED")
 
 
 CURVES = ("train/loss_step", "train/loss_epoch", "val/loss", "val/macro_f1")

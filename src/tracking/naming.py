@@ -22,16 +22,14 @@ def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
-def swept_keys(argv: list[str]) -> set[str]:
-    """Keys given several values on a --multirun command line (``loss=bce,ce`` -> ``{"loss"}``)."""
+def swept_keys(argv: list[str]) -> list[str]:
+    """Keys given several values on a --multirun command line (``loss=bce,ce`` -> ``["loss"]``; also
+    ``range(...)``, ``choice(...)``), in command-line order."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     candidates = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
-    return {
-        o.get_key_element().lstrip("+~")
-        for o in OverridesParser.create().parse_overrides(candidates)
-        if o.is_sweep_override()
-    }
+    parsed = OverridesParser.create().parse_overrides(candidates)
+    return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
 
 
 def run_name(overrides: list[str], only: set[str] | None = None) -> str:
@@ -49,10 +47,13 @@ def hydra_run_name() -> str:
     """The current Hydra job's name: its overrides, or in a sweep only the swept ones (``defaults`` outside a
     Hydra app, e.g. the compose API)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+
+    from src.tracking.sweep import current_sweep, in_multirun  # sweep imports this module
 
     if not HydraConfig.initialized():
         return "defaults"
-    config = HydraConfig.get()
-    only = swept_keys(sys.argv[1:]) if config.mode == RunMode.MULTIRUN else None
-    return run_name(list(config.overrides.task), only)
+    only = None
+    if in_multirun():  # the parent record's keys: a joblib/SLURM worker's sys.argv is not the sweep's
+        sweep = current_sweep()
+        only = set(sweep["swept_keys"] if sweep else swept_keys(sys.argv[1:]))
+    return run_name(list(HydraConfig.get().overrides.task), only)

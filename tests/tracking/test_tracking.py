@@ -14,7 +14,7 @@ from src.tracking.naming import run_name, swept_keys
 
 def test_swept_keys_are_the_ones_with_several_values():
     argv = ["--multirun", "loss=bce,ce", "seed=range(1,4)", "optim.lr=1e-3", "+trainer.x=choice(1,2)", "data=csv"]
-    assert swept_keys(argv) == {"loss", "seed", "trainer.x"}
+    assert swept_keys(argv) == ["loss", "seed", "trainer.x"]
 
 
 def test_run_name_drops_locations_and_keeps_order():

@@ -1,0 +1,413 @@
+"""python -m src.compare [sweep=latest|<parent run id>] [metric=test/macro_f1]: rank a sweep's settings over seeds.
+
+Reads the sweep's jobs from the MLflow store, groups them by their swept settings other than the seed, aggregates the
+metric over seeds and tests the best group against each other one: paired t-test and Wilcoxon signed-rank over the
+seeds both groups have, and a paired bootstrap over examples where the jobs saved their predictions. Prints a table,
+writes ``compare.md``, ``compare.csv`` and ``compare.png`` into the run directory and logs them to the sweep's parent
+run under ``compare/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import ttest_rel, wilcoxon
+
+from src.errors import ConfigError, reported_to_user
+from src.tracking.sweeps import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
+
+COLUMNS = ("group", "n", "mean ± std", "min", "max", "Δ vs best", "pairs", "t-test p", "Wilcoxon p",
+           "bootstrap Δ [95% CI]", "bootstrap p")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Macro-F1 of the best group minus the other's: observed, 95% percentile interval, two-sided p-value."""
+
+    difference: float
+    low: float
+    high: float
+    p: float
+
+
+@dataclass
+class Group:
+    """One setting of the swept keys, over seeds. The tests compare the best group with this one (None: n/a)."""
+
+    name: str
+    values: dict[str | None, float]  # seed -> metric (seed None when the sweep did not set one)
+    run_ids: dict[str | None, str]
+    pairs: int = 0
+    ttest_p: float | None = None
+    wilcoxon_p: float | None = None
+    bootstrap: Bootstrap | None = None
+    bootstrap_seeds: list[str | None] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.values.values())))
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (ddof=1); None for a single seed."""
+        return float(np.std(list(self.values.values()), ddof=1)) if self.n > 1 else None
+
+    @property
+    def min(self) -> float:
+        return min(self.values.values())
+
+    @property
+    def max(self) -> float:
+        return max(self.values.values())
+
+
+@dataclass
+class Comparison:
+    parent_id: str
+    parent_name: str
+    metric: str
+    higher_is_better: bool
+    groups: list[Group]  # ranked, best first
+    notes: list[str]
+    resamples: int
+
+    @property
+    def best(self) -> Group:
+        return self.groups[0]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def _seed_order(seed: str | None) -> tuple:
+    try:
+        return (0, float(seed), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(seed))
+
+
+def _finite(p: float) -> float | None:
+    return None if math.isnan(p) else float(p)
+
+
+def paired_tests(best: np.ndarray, other: np.ndarray) -> tuple[float | None, float | None]:
+    """p-values of scipy's paired t-test and Wilcoxon signed-rank test; None with fewer than 2 pairs or when no pair
+    differs (both tests are undefined then)."""
+    if len(best) < 2 or np.array_equal(best, other):
+        return None, None
+    with warnings.catch_warnings():  # constant differences: scipy warns about precision but its p-values stand
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _finite(ttest_rel(best, other).pvalue), _finite(wilcoxon(best, other).pvalue)
+
+
+def _resample_weights(num_rows: int, n: int, seed: int) -> Iterator[np.ndarray]:
+    """Blocks of draw counts [b, N]: resample ``b`` is the ``b``-th ``rng.integers(0, N, size=N)`` on
+    ``rng = np.random.default_rng(seed)`` (the scheme of :func:`src.metrics.report.bootstrap_ci`, which is not imported
+    here because it pulls in torch)."""
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n, (1 << 22) // num_rows))  # ~16 MiB of float32 counts at a time
+    for start in range(0, n, block):
+        draws = [np.bincount(rng.integers(0, num_rows, size=num_rows), minlength=num_rows)
+                 for _ in range(min(block, n - start))]
+        yield np.stack(draws).astype(np.float32)
+
+
+def _macro_f1(weights: np.ndarray, targets: np.ndarray, predictions: np.ndarray, multiclass: bool) -> np.ndarray:
+    """Macro-F1 for each row of draw counts ``weights`` [B, N] on bool [N, C] targets and predictions, with the
+    conventions of the training report: multi-label averages over all labels, multi-class over the classes present in
+    the resample's targets or predictions; F1 is 0 where it is 0/0."""
+    tp, fp, fn = (weights @ m.astype(np.float32) for m in (targets & predictions, ~targets & predictions,
+                                                            targets & ~predictions))
+    denominator = (2 * tp + fp + fn).astype(np.float64)
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    if not multiclass:
+        return f1.mean(1)
+    return f1.sum(1) / np.maximum((denominator > 0).sum(1), 1)
+
+
+def paired_bootstrap(
+    targets: np.ndarray, best: list[np.ndarray], other: list[np.ndarray], n: int = 2000, seed: int = 0
+) -> Bootstrap:
+    """Paired bootstrap of the macro-F1 difference ``best - other`` over examples.
+
+    ``targets`` are multi-hot [N, C] (multi-label) or class ids [N] (multi-class); ``best`` and ``other`` hold one
+    prediction array of the same form per matched seed. Each resample draws example indices with replacement (resample
+    ``b``: the ``b``-th ``rng.integers(0, N, size=N)`` on ``np.random.default_rng(seed)``), uses the same draw for
+    every seed, and takes the difference of the seed-averaged macro-F1s. p is twice the fraction of resamples on the
+    other side of 0 from the observed difference (``<= 0`` when it is positive), capped at 1; 1 when it is 0.
+    """
+    targets = np.asarray(targets)
+    arrays = [np.asarray(p) for p in (*best, *other)]
+    multiclass = targets.ndim == 1
+    if multiclass:
+        eye = np.eye(1 + int(max(targets.max(), *(p.max() for p in arrays))), dtype=bool)
+        truth, decisions = eye[targets.astype(np.int64)], [eye[p.astype(np.int64)] for p in arrays]
+    else:
+        truth, decisions = targets.astype(bool), [p.astype(bool) for p in arrays]
+
+    def difference(weights: np.ndarray) -> np.ndarray:
+        scores = [_macro_f1(weights, truth, d, multiclass) for d in decisions]
+        return np.mean(scores[: len(best)], axis=0) - np.mean(scores[len(best):], axis=0)
+
+    observed = float(difference(np.ones((1, len(truth)), dtype=np.float32))[0])
+    resampled = np.concatenate([difference(w) for w in _resample_weights(len(truth), n, seed)])
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    if observed == 0:
+        p = 1.0
+    else:
+        crossing = resampled <= 0 if observed > 0 else resampled >= 0
+        p = min(1.0, 2 * float(crossing.mean()))
+    return Bootstrap(observed, float(low), float(high), p)
+
+
+# ---------------------------------------------------------------- reading and comparing
+
+
+def _group_name(job: Job, keys: list[str]) -> str:
+    return " ".join(f"{key}={job.settings.get(key, '-')}" for key in keys) or "all"
+
+
+def _job_name(job: Job) -> str:
+    return " ".join(f"{key}={value}" for key, value in job.settings.items()) or job.run_id
+
+
+def _groups(jobs: list[Job], keys: list[str], metric: str, notes: list[str]) -> list[Group]:
+    """The finished jobs that have ``metric``, by group and seed; the rest are named in ``notes``."""
+    finished = [job for job in jobs if job.status == "FINISHED"]
+    notes += [f"skipped {job.status} run {job.run_id} ({_job_name(job)})" for job in jobs if job.status != "FINISHED"]
+    scored = [job for job in finished if metric in job.metrics]
+    if not finished:
+        raise ConfigError(f"none of the sweep's {len(jobs)} runs finished: nothing to compare.")
+    if not scored:
+        available = ", ".join(sorted({name for job in finished for name in job.metrics}))
+        raise ConfigError(f"metric={metric}: no finished run of the sweep logged it. They have: {available}.")
+    notes += [f"run {job.run_id} ({_job_name(job)}) has no {metric}: left out" for job in finished if job not in scored]
+    groups: dict[str, Group] = {}
+    for job in scored:  # oldest first: a later run of the same group and seed replaces an earlier one
+        name = _group_name(job, keys)
+        group = groups.setdefault(name, Group(name, {}, {}))
+        if job.seed in group.run_ids:
+            notes.append(f"{name} seed={job.seed}: run {job.run_id} replaces the earlier {group.run_ids[job.seed]}")
+        group.values[job.seed], group.run_ids[job.seed] = job.metrics[metric], job.run_id
+    for group in groups.values():
+        order = sorted(group.values, key=_seed_order)
+        group.values = {seed: group.values[seed] for seed in order}
+        group.run_ids = {seed: group.run_ids[seed] for seed in order}
+    return list(groups.values())
+
+
+def _bootstrap(
+    client: MlflowClient, best: Group, other: Group, seeds: list, split: str, resamples: int, seed: int, cache: dict,
+    notes: list[str],
+) -> tuple[Bootstrap | None, list]:
+    """The paired bootstrap over the matched seeds where both groups saved predictions for ``split`` (n/a when
+    there are none, or when they were made on different examples, e.g. in a sweep over datasets)."""
+    def predictions(run_id: str):
+        if run_id not in cache:
+            cache[run_id] = load_predictions(client, run_id, split)
+        return cache[run_id]
+
+    usable = [s for s in seeds if predictions(best.run_ids[s]) and predictions(other.run_ids[s])]
+    if not usable:
+        return None, []
+    pairs = [(predictions(best.run_ids[s]), predictions(other.run_ids[s])) for s in usable]
+    targets = pairs[0][0][0]
+    same = all(np.array_equal(t, targets) and p.shape == targets.shape for pair in pairs for t, p in pair)
+    if not same:
+        notes.append(f"{best.name} vs {other.name}: the saved predictions_{split}.npz do not share their targets: "
+                     "no paired bootstrap")
+        return None, []
+    result = paired_bootstrap(targets, [b[1] for b, _ in pairs], [o[1] for _, o in pairs], resamples, seed)
+    return result, usable
+
+
+def compare(
+    tracking_uri: str,
+    sweep: str = "latest",
+    metric: str = "test/macro_f1",
+    higher_is_better: bool = True,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Rank the groups of ``sweep`` by the mean of ``metric`` over seeds and test the best against each other group.
+
+    Tests pair runs by seed value and use only the seeds both groups have. The bootstrap uses the predictions saved
+    for the metric's split (``test/...`` -> ``report/predictions_test.npz``) on every matched seed that has them in
+    both groups, averaging the macro-F1 difference over those seeds (:func:`paired_bootstrap`).
+    """
+    client = MlflowClient(tracking_uri)
+    parent = find_sweep(client, sweep)
+    jobs = sweep_jobs(client, parent)
+    notes: list[str] = []
+    groups = _groups(jobs, grouping_keys(jobs), metric, notes)
+    groups.sort(key=lambda g: g.mean, reverse=higher_is_better)
+    best, split = groups[0], metric.split("/", 1)[0] if "/" in metric else None
+    cache: dict = {}
+    for other in groups[1:]:
+        seeds = [s for s in best.values if s in other.values]
+        other.pairs = len(seeds)
+        other.ttest_p, other.wilcoxon_p = paired_tests(
+            np.array([best.values[s] for s in seeds]), np.array([other.values[s] for s in seeds]))
+        if split:
+            other.bootstrap, other.bootstrap_seeds = _bootstrap(
+                client, best, other, seeds, split, resamples, seed, cache, notes)
+    return Comparison(parent.info.run_id, parent.info.run_name, metric, higher_is_better, groups, notes, resamples)
+
+
+# ---------------------------------------------------------------- output
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _cells(group: Group, best: Group) -> list[str]:
+    spread = f"{group.mean:.4f} ± {group.std:.4f}" if group.std is not None else f"{group.mean:.4f}"
+    other = group is not best
+    boot = group.bootstrap
+    return [
+        group.name,
+        str(group.n),
+        spread,
+        f"{group.min:.4f}",
+        f"{group.max:.4f}",
+        f"{group.mean - best.mean:+.4f}" if other else "best",
+        str(group.pairs) if other else "",
+        _p(group.ttest_p) if other else "",
+        _p(group.wilcoxon_p) if other else "",
+        f"{boot.difference:+.4f} [{boot.low:+.4f}, {boot.high:+.4f}]" if boot else "n/a" if other else "",
+        _p(boot.p) if boot else "n/a" if other else "",
+    ]
+
+
+def _title(result: Comparison) -> str:
+    direction = "higher" if result.higher_is_better else "lower"
+    return f"{result.metric} ({direction} is better) in sweep {result.parent_name} ({result.parent_id})"
+
+
+def _method(result: Comparison) -> list[str]:
+    return [
+        "mean ± std over seeds, std = sample standard deviation (ddof=1).",
+        "Tests: the best group against each other one, over the seeds both have (pairs): scipy's paired t-test "
+        "(ttest_rel) and Wilcoxon signed-rank test; n/a with fewer than 2 pairs or no difference.",
+        f"Bootstrap: macro-F1 of the saved decisions (report/predictions_<split>.npz), best minus the group, averaged "
+        f"over the matched seeds with predictions in both; {result.resamples} paired resamples of the examples; "
+        "two-sided p = 2 x the fraction of resamples crossing 0.",
+    ]
+
+
+def print_table(result: Comparison, console: Console | None = None) -> None:
+    table = Table(title=_title(result), caption="mean ± std: sample std (ddof=1) over seeds")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for group in result.groups:
+        table.add_row(*_cells(group, result.best))
+    console = console or Console()
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", soft_wrap=True)
+
+
+def write_files(result: Comparison, directory: Path) -> list[Path]:
+    """``compare.md``, ``compare.csv`` and ``compare.png`` in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [_write_markdown(result, directory / "compare.md"), _write_csv(result, directory / "compare.csv"),
+            _plot(result, directory / "compare.png")]
+
+
+def _write_markdown(result: Comparison, path: Path) -> Path:
+    lines = [f"# {_title(result)}", "", "| " + " | ".join(COLUMNS) + " |",
+             "|---|" + "---:|" * (len(COLUMNS) - 1)]
+    lines += ["| " + " | ".join(_cells(group, result.best)) + " |" for group in result.groups]
+    lines += ["", *(f"- {line}" for line in _method(result))]
+    if result.notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in result.notes)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _write_csv(result: Comparison, path: Path) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", "group", "n", "mean", "std_ddof1", "min", "max", "delta_vs_best", "pairs", "ttest_p",
+                         "wilcoxon_p", "bootstrap_diff", "bootstrap_low", "bootstrap_high", "bootstrap_p",
+                         "bootstrap_seeds", "values_by_seed", "run_ids"])
+        for rank, group in enumerate(result.groups, 1):
+            boot = group.bootstrap
+            writer.writerow([
+                rank, group.name, group.n, group.mean, group.std, group.min, group.max, group.mean - result.best.mean,
+                group.pairs, group.ttest_p, group.wilcoxon_p, *(
+                    (boot.difference, boot.low, boot.high, boot.p) if boot else (None,) * 4),
+                " ".join(str(s) for s in group.bootstrap_seeds),
+                " ".join(f"{s}:{v}" for s, v in group.values.items()),
+                " ".join(group.run_ids.values()),
+            ])
+    return path
+
+
+def _plot(result: Comparison, path: Path) -> Path:
+    """Horizontal bars (mean ± std, best at the top) with each seed's value as a point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = result.groups[::-1]
+    fig = Figure(figsize=(8, max(2.5, 0.45 * len(groups) + 1.2)), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    y = np.arange(len(groups))
+    ax.barh(y, [g.mean for g in groups], xerr=[g.std or 0.0 for g in groups], color="tab:blue", alpha=0.6,
+            capsize=4)
+    for row, group in zip(y, groups):
+        values = list(group.values.values())
+        ax.scatter(values, row + np.linspace(-0.2, 0.2, len(values)), color="black", s=12, zorder=3)
+    ax.set_yticks(y, [g.name for g in groups], fontsize=8)
+    ax.set_xlabel(f"{result.metric} (mean ± sample std over seeds; points: seeds)")
+    ax.set_title(f"sweep {result.parent_name}", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def compare_sweep(cfg: DictConfig) -> Comparison:
+    result = compare(cfg.paths.mlflow_uri, str(cfg.sweep), cfg.metric, cfg.higher_is_better,
+                     cfg.bootstrap.resamples, cfg.bootstrap.seed)
+    console = Console()
+    print_table(result, console)
+    files = write_files(result, Path(cfg.output_dir or cfg.paths.output_dir))
+    client = MlflowClient(cfg.paths.mlflow_uri)
+    for path in files:
+        client.log_artifact(result.parent_id, str(path), "compare")
+    console.print(f"wrote {', '.join(p.name for p in files)} to {files[0].parent} and logged them to run "
+                  f"{result.parent_id} under compare/", soft_wrap=True)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per predictions file otherwise
+    with reported_to_user():
+        compare_sweep(cfg)
+
+
+if __name__ == "__main__":
+    main()

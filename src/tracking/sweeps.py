@@ -1,0 +1,119 @@
+"""A ``--multirun`` sweep read back from the MLflow store: its parent run, its jobs and their saved predictions.
+
+What the training side writes: the parent run is tagged ``labelwise.kind = "sweep"``; each job is a child run
+(``mlflow.parentRunId``) tagged ``labelwise.overrides`` (JSON list of ``key=value``) and ``labelwise.swept_keys``
+(JSON list of the keys the sweep varied); per-example decisions, when saved, are the child's artifact
+``report/predictions_<split>.npz`` holding ``targets`` and ``predictions``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from src.errors import ConfigError
+
+SEED = "seed"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child run of a sweep: its settings (``{"loss": "asymmetric", "seed": "1"}``) and final metrics."""
+
+    run_id: str
+    status: str
+    start_time: int
+    settings: dict[str, str]
+    metrics: dict[str, float]
+    swept_keys: list[str] | None
+
+    @property
+    def seed(self) -> str | None:
+        return self.settings.get(SEED)
+
+
+def _all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment_ids(client: MlflowClient) -> list[str]:
+    return [experiment.experiment_id for experiment in client.search_experiments()]
+
+
+def find_sweep(client: MlflowClient, sweep: str) -> Run:
+    """The parent run ``sweep`` names: ``"latest"`` (the most recently started sweep in any experiment) or a run id."""
+    if sweep == "latest":
+        runs = client.search_runs(
+            _experiment_ids(client), "tags.`labelwise.kind` = 'sweep'", order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            raise ConfigError(f"no sweep in the MLflow store {client.tracking_uri}: run one with "
+                              "`python -m src.train --multirun ...`, or point paths.mlflow_uri at the right store.")
+        return runs[0]
+    try:
+        return client.get_run(sweep)
+    except MlflowException:
+        raise ConfigError(f"sweep={sweep}: no such run in the MLflow store {client.tracking_uri}. Pass the parent "
+                          "run id of a --multirun sweep (MLflow UI), or sweep=latest.") from None
+
+
+def _settings(overrides: list[str]) -> dict[str, str]:
+    """``["loss=asymmetric", "+model.dropout=0.2"]`` -> ``{"loss": "asymmetric", "model.dropout": "0.2"}``."""
+    pairs = (item.lstrip("+~").split("=", 1) for item in overrides if "=" in item)
+    return {key: value for key, value in pairs}
+
+
+def sweep_jobs(client: MlflowClient, parent: Run) -> list[Job]:
+    """The child runs of ``parent``, oldest first (searched in every experiment: a job may log elsewhere)."""
+    parent_id = parent.info.run_id
+    runs = _all_runs(client, _experiment_ids(client), f"tags.mlflow.parentRunId = '{parent_id}'")
+    if not runs:
+        raise ConfigError(f"run {parent_id} ({parent.info.run_name}) has no child runs: pass the parent run of a "
+                          "--multirun sweep (tagged labelwise.kind=sweep), or sweep=latest.")
+    jobs = []
+    for run in runs:
+        tags = run.data.tags
+        swept = tags.get("labelwise.swept_keys")
+        jobs.append(Job(
+            run_id=run.info.run_id,
+            status=run.info.status,
+            start_time=run.info.start_time or 0,
+            settings=_settings(json.loads(tags.get("labelwise.overrides", "[]"))),
+            metrics=dict(run.data.metrics),
+            swept_keys=json.loads(swept) if swept else None,
+        ))
+    return sorted(jobs, key=lambda job: job.start_time)
+
+
+def grouping_keys(jobs: list[Job]) -> list[str]:
+    """The swept keys other than the seed: from the ``labelwise.swept_keys`` tag, or else the keys whose value differs
+    between jobs (a key some job lacks counts as differing)."""
+    tagged = next((job.swept_keys for job in jobs if job.swept_keys is not None), None)
+    if tagged is None:
+        keys = list(dict.fromkeys(key for job in jobs for key in job.settings))
+        tagged = [key for key in keys if len({job.settings.get(key) for job in jobs}) > 1]
+    return [key for key in tagged if key != SEED]
+
+
+def load_predictions(client: MlflowClient, run_id: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(targets, predictions)`` from the run's ``report/predictions_<split>.npz``, or None when it was not saved."""
+    name = f"predictions_{split}.npz"
+    if name not in {Path(info.path).name for info in client.list_artifacts(run_id, "report")}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        with np.load(client.download_artifacts(run_id, f"report/{name}", tmp)) as saved:
+            return np.asarray(saved["targets"]), np.asarray(saved["predictions"])

@@ -1,0 +1,205 @@
+"""`python -m src.compare` on a synthetic sweep in a real MLflow SQLite store, checked against scipy and sklearn."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from scipy.stats import ttest_rel, wilcoxon
+from sklearn.metrics import f1_score
+
+from src.compare import compare, paired_bootstrap, paired_tests
+from src.errors import ConfigError
+from tests.conftest import ROOT
+
+# test/macro_f1 by loss and seed; focal seed 5 failed, bce has a seed 6 no other group has
+TEST_F1 = {
+    "bce": {1: 0.40, 2: 0.42, 3: 0.41, 4: 0.43, 5: 0.39, 6: 0.44},
+    "asymmetric": {1: 0.50, 2: 0.47, 3: 0.52, 4: 0.49, 5: 0.51},
+    "focal": {1: 0.46, 2: 0.48, 3: 0.45, 4: 0.47},
+}
+TARGETS = (np.random.default_rng(0).random((300, 5)) < 0.3).astype(np.int64)
+
+
+def one_error_per_example(seed: int) -> np.ndarray:
+    """The targets with one label flipped in every example (which label depends on the seed)."""
+    predictions = TARGETS.copy()
+    rows = np.arange(len(TARGETS))
+    predictions[rows, (rows + seed) % TARGETS.shape[1]] ^= 1
+    return predictions
+
+
+# saved predictions: asymmetric is exact on seeds 1, 2, 3, 5; focal wrong on every example on seeds 1-4
+PREDICTIONS = {("asymmetric", s): TARGETS for s in (1, 2, 3, 5)} | {("focal", s): one_error_per_example(s)
+                                                                    for s in (1, 2, 3, 4)}
+
+
+def add_run(client, experiment_id, start_time, tags, metrics=None, status="FINISHED", run_name=None):
+    run_id = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name).info.run_id
+    if metrics:
+        client.log_batch(run_id, metrics=[Metric(k, v, start_time, 0) for k, v in metrics.items()])
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two sweeps in two experiments: the newer one (created first, in the second experiment) is the main fixture;
+    the older one has no seed and no swept-keys tag."""
+    tmp = tmp_path_factory.mktemp("compare")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(uri)
+    old_experiment = client.create_experiment("first", artifact_location=str(tmp / "artifacts-first"))
+    experiment = client.create_experiment("second", artifact_location=str(tmp / "artifacts-second"))
+    now = int(time.time() * 1000)
+
+    parent = add_run(client, experiment, now, {"labelwise.kind": "sweep", "labelwise.sweep_dir": "multirun/x"},
+                     run_name="loss=bce,asymmetric,focal seed=1,2,3,4,5")
+    children = {}
+    for loss, values in TEST_F1.items():
+        for seed, value in values.items():
+            overrides = [f"loss={loss}", "optim.lr=2e-05", f"seed={seed}"]
+            tags = {"mlflow.parentRunId": parent, "labelwise.kind": "job",
+                    "labelwise.overrides": json.dumps(overrides), "labelwise.swept_keys": json.dumps(["loss", "seed"])}
+            children[loss, seed] = add_run(client, experiment, now + seed, tags, run_name=" ".join(overrides),
+                                           metrics={"test/macro_f1": value, "val/macro_f1": value + 0.05})
+    failed_tags = {"mlflow.parentRunId": parent, "labelwise.kind": "job", "labelwise.swept_keys": '["loss", "seed"]',
+                   "labelwise.overrides": '["loss=focal", "optim.lr=2e-05", "seed=5"]'}
+    failed = add_run(client, experiment, now + 5, failed_tags, {"val/macro_f1": 0.9}, status="FAILED")
+    for (loss, seed), predictions in PREDICTIONS.items():
+        path = tmp / f"{loss}-{seed}" / "predictions_test.npz"
+        path.parent.mkdir()
+        np.savez(path, targets=TARGETS, predictions=predictions)
+        client.log_artifact(children[loss, seed], str(path), "report")
+
+    old = add_run(client, old_experiment, now - 86_400_000, {"labelwise.kind": "sweep"}, run_name="loss=bce,ce")
+    for loss, value in (("bce", 0.3), ("ce", 0.35)):
+        tags = {"mlflow.parentRunId": old, "labelwise.overrides": json.dumps([f"loss={loss}", "optim.lr=1e-05"])}
+        add_run(client, old_experiment, now - 86_000_000, tags, {"test/macro_f1": value})
+    return {"uri": uri, "parent": parent, "old": old, "failed": failed, "client": client, "tmp": tmp}
+
+
+def test_groups_are_ranked_and_aggregated_over_seeds(store):
+    result = compare(store["uri"], store["parent"], "test/macro_f1")
+    assert [g.name for g in result.groups] == ["loss=asymmetric", "loss=focal", "loss=bce"]
+    for group in result.groups:
+        values = list(TEST_F1[group.name.removeprefix("loss=")].values())
+        assert group.n == len(values)
+        assert group.mean == pytest.approx(np.mean(values))
+        assert group.std == pytest.approx(np.std(values, ddof=1))
+        assert (group.min, group.max) == (min(values), max(values))
+    assert list(result.groups[1].values) == ["1", "2", "3", "4"]  # the FAILED seed 5 is skipped and named
+    assert any(store["failed"] in note and "FAILED" in note for note in result.notes)
+
+    lower = compare(store["uri"], store["parent"], "test/macro_f1", higher_is_better=False)
+    assert [g.name for g in lower.groups] == ["loss=bce", "loss=focal", "loss=asymmetric"]
+
+
+def test_paired_tests_match_scipy_on_matched_seeds(store):
+    best, focal, bce = compare(store["uri"], store["parent"], "test/macro_f1").groups
+    for group, seeds in ((focal, [1, 2, 3, 4]), (bce, [1, 2, 3, 4, 5])):  # focal lacks 5, best lacks 6
+        a = [TEST_F1["asymmetric"][s] for s in seeds]
+        b = [TEST_F1[group.name.removeprefix("loss=")][s] for s in seeds]
+        assert group.pairs == len(seeds)
+        assert group.ttest_p == pytest.approx(ttest_rel(a, b).pvalue)
+        assert group.wilcoxon_p == pytest.approx(wilcoxon(a, b).pvalue)
+    assert best.ttest_p is None and best.wilcoxon_p is None
+
+
+def test_paired_tests_are_na_without_two_differing_pairs():
+    assert paired_tests(np.array([0.5]), np.array([0.4])) == (None, None)
+    assert paired_tests(np.array([0.5, 0.6, 0.7]), np.array([0.5, 0.6, 0.7])) == (None, None)
+    t, w = paired_tests(np.array([0.5, 0.6, 0.7]), np.array([0.5, 0.6, 0.6]))  # zero differences: no crash
+    assert t == pytest.approx(ttest_rel([0.5, 0.6, 0.7], [0.5, 0.6, 0.6]).pvalue) and 0 < w <= 1
+
+
+def test_bootstrap_over_the_seeds_both_groups_saved(store):
+    best, focal, bce = compare(store["uri"], store["parent"], "test/macro_f1", resamples=500).groups
+    assert focal.bootstrap_seeds == ["1", "2", "3"]  # best saved 1, 2, 3, 5; focal 1, 2, 3, 4
+    reference = np.mean([1 - f1_score(TARGETS, one_error_per_example(s), average="macro") for s in (1, 2, 3)])
+    assert focal.bootstrap.difference == pytest.approx(reference)
+    assert focal.bootstrap.low > 0 and focal.bootstrap.p < 0.01
+    assert bce.bootstrap is None and best.bootstrap is None
+
+
+@pytest.mark.parametrize("task", ["multilabel", "multiclass"])
+def test_paired_bootstrap_matches_a_naive_sklearn_loop(task):
+    rng = np.random.default_rng(1)
+    if task == "multilabel":
+        targets = (rng.random((80, 4)) < 0.3).astype(int)
+        best = [np.where(rng.random(targets.shape) < 0.15, 1 - targets, targets) for _ in range(2)]
+        other = [np.where(rng.random(targets.shape) < 0.25, 1 - targets, targets) for _ in range(2)]
+    else:
+        targets = rng.integers(0, 4, 80)
+        best = [np.where(rng.random(80) < 0.3, rng.integers(0, 4, 80), targets) for _ in range(2)]
+        other = [np.where(rng.random(80) < 0.5, rng.integers(0, 4, 80), targets) for _ in range(2)]
+
+    def f1(t, predictions):
+        return np.mean([f1_score(t, p, average="macro", zero_division=0) for p in predictions])
+
+    draws = np.random.default_rng(7)
+    naive = []
+    for _ in range(100):
+        rows = draws.integers(0, len(targets), size=len(targets))
+        naive.append(f1(targets[rows], [p[rows] for p in best]) - f1(targets[rows], [p[rows] for p in other]))
+    observed = f1(targets, best) - f1(targets, other)
+    crossing = np.mean(np.array(naive) <= 0) if observed > 0 else np.mean(np.array(naive) >= 0)
+
+    result = paired_bootstrap(targets, best, other, n=100, seed=7)
+    assert result.difference == pytest.approx(observed)
+    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(naive, [2.5, 97.5])))
+    assert result.p == pytest.approx(min(1.0, 2 * crossing))
+
+
+def test_identical_predictions_give_zero_difference_and_p_one():
+    predictions = np.where(np.random.default_rng(2).random(TARGETS.shape) < 0.2, 1 - TARGETS, TARGETS)
+    result = paired_bootstrap(TARGETS, [predictions], [predictions], n=200)
+    assert (result.difference, result.low, result.high, result.p) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_latest_is_the_newest_sweep_in_any_experiment(store):
+    assert compare(store["uri"], "latest").parent_id == store["parent"]
+
+
+def test_without_seed_or_swept_keys_tag(store):
+    """The old sweep: grouped by the keys that differ (loss, not the constant lr); n=1, so no tests."""
+    result = compare(store["uri"], store["old"], "test/macro_f1")
+    assert [(g.name, g.n, g.std) for g in result.groups] == [("loss=ce", 1, None), ("loss=bce", 1, None)]
+    assert (result.groups[1].pairs, result.groups[1].ttest_p, result.groups[1].wilcoxon_p) == (1, None, None)
+
+
+def test_bad_metric_and_bad_run_id_say_what_exists(store):
+    with pytest.raises(ConfigError, match=r"test/nope.*test/macro_f1, val/macro_f1"):
+        compare(store["uri"], store["parent"], "test/nope")
+    with pytest.raises(ConfigError, match="sweep=0123abc: no such run"):
+        compare(store["uri"], "0123abc")
+
+
+def test_cli_prints_the_table_writes_and_logs_the_files(store):
+    run_dir = store["tmp"] / "cli"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
+    result = subprocess.run(
+        [sys.executable, "-m", "src.compare", f"paths.mlflow_uri={store['uri']}", f"sweep={store['parent']}",
+         "metric=val/macro_f1", f"hydra.run.dir={run_dir}"],
+        cwd=store["tmp"], env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val/macro_f1" in result.stdout and "Wilcoxon p" in result.stdout and "ddof=1" in result.stdout
+    rows = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│")]
+    assert rows == ["loss=asymmetric", "loss=focal", "loss=bce"]
+    assert f"skipped FAILED run {store['failed']}" in result.stdout
+    with (run_dir / "compare.csv").open() as f:
+        written = list(csv.DictReader(f))
+    assert [row["group"] for row in written] == ["loss=asymmetric", "loss=focal", "loss=bce"]
+    assert float(written[0]["mean"]) == pytest.approx(np.mean(list(TEST_F1["asymmetric"].values())) + 0.05)
+    logged = store["client"].list_artifacts(store["parent"], "compare")
+    assert sorted(a.path for a in logged) == ["compare/compare.csv", "compare/compare.md", "compare/compare.png"]
+    assert all((run_dir / name).stat().st_size > 0 for name in ("compare.md", "compare.csv", "compare.png"))
