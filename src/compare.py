@@ -13,7 +13,6 @@ import csv
 import math
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from rich.table import Table
 from scipy.stats import ttest_rel, wilcoxon
 
 from src.errors import ConfigError, reported_to_user
+from src.metrics.resampling import resample_weights
 from src.tracking.sweeps import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
 
 COLUMNS = ("group", "n", "mean ± std", "min", "max", "Δ vs best", "pairs", "t-test p", "Wilcoxon p",
@@ -116,18 +116,6 @@ def paired_tests(best: np.ndarray, other: np.ndarray) -> tuple[float | None, flo
         return _finite(ttest_rel(best, other).pvalue), _finite(wilcoxon(best, other).pvalue)
 
 
-def _resample_weights(num_rows: int, n: int, seed: int) -> Iterator[np.ndarray]:
-    """Blocks of draw counts [b, N]: resample ``b`` is the ``b``-th ``rng.integers(0, N, size=N)`` on
-    ``rng = np.random.default_rng(seed)`` (the scheme of :func:`src.metrics.report.bootstrap_ci`, which is not imported
-    here because it pulls in torch)."""
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n, (1 << 22) // num_rows))  # ~16 MiB of float32 counts at a time
-    for start in range(0, n, block):
-        draws = [np.bincount(rng.integers(0, num_rows, size=num_rows), minlength=num_rows)
-                 for _ in range(min(block, n - start))]
-        yield np.stack(draws).astype(np.float32)
-
-
 def _macro_f1(weights: np.ndarray, targets: np.ndarray, predictions: np.ndarray, multiclass: bool) -> np.ndarray:
     """Macro-F1 for each row of draw counts ``weights`` [B, N] on bool [N, C] targets and predictions, with the
     conventions of the training report: multi-label averages over all labels, multi-class over the classes present in
@@ -166,7 +154,7 @@ def paired_bootstrap(
         return np.mean(scores[: len(best)], axis=0) - np.mean(scores[len(best):], axis=0)
 
     observed = float(difference(np.ones((1, len(truth)), dtype=np.float32))[0])
-    resampled = np.concatenate([difference(w) for w in _resample_weights(len(truth), n, seed)])
+    resampled = np.concatenate([difference(w) for w in resample_weights(len(truth), n, seed)])
     low, high = np.percentile(resampled, [2.5, 97.5])
     if observed == 0:
         p = 1.0

@@ -30,6 +30,7 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from src.metrics.resampling import resample_weights
 from src.metrics.thresholds import Thresholds, decide
 
 TASKS = ("multilabel", "multiclass")
@@ -226,22 +227,6 @@ def _multiclass_metrics(onehot, predictions) -> dict:
 # ---------------------------------------------------------------- bootstrap
 
 
-def _resample_weights(num_rows: int, n: int, seed: int):
-    """Yield blocks of resample weights: row ``b`` counts how often each data row is drawn in resample ``b``.
-
-    Resample ``b`` is the ``b``-th ``rng.integers(0, num_rows, size=num_rows)`` call on ``rng = default_rng(seed)``,
-    exactly what a naive loop ``for b in range(n): rows = rng.integers(...)`` would draw.
-    """
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n, (1 << 22) // max(num_rows, 1)))  # ~16 MiB of float32 weights at a time
-    for start in range(0, n, block):
-        size = min(block, n - start)
-        weights = np.empty((size, num_rows), dtype=np.float32)
-        for i in range(size):
-            weights[i] = np.bincount(rng.integers(0, num_rows, size=num_rows), minlength=num_rows)
-        yield weights
-
-
 def bootstrap_ci(
     scores: np.ndarray,
     targets: np.ndarray,
@@ -289,7 +274,7 @@ def bootstrap_ci(
             row_value = wrong / num_labels
 
     values = []
-    for weights in _resample_weights(num_rows, n, seed):
+    for weights in resample_weights(num_rows, n, seed):
         if not counting:
             values.append(weights.astype(np.float64) @ row_value / num_rows)
             continue
