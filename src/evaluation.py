@@ -13,8 +13,7 @@ import numpy as np
 
 from src.data.datamodule import TextDataModule
 from src.metrics.report import bootstrap_ci, full_metrics, write_report
-from src.metrics.thresholds import Thresholds, calibrate, cross_fitted_macro_f1
-from src.models.inference import score_token_ids
+from src.metrics.thresholds import Thresholds, calibrate, cross_fitted_macro_f1, decide
 
 HEADLINE = ("macro_f1", "micro_f1")
 
@@ -22,8 +21,7 @@ HEADLINE = ("macro_f1", "micro_f1")
 def split_scores(model, datamodule: TextDataModule, split: str, precision: str) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and targets (multi-hot, or class ids) of one split."""
     data = datamodule.data.splits[split]
-    scores = score_token_ids(model, datamodule.token_ids(split), datamodule.tokenizer.pad_token_id,
-                             datamodule.eval_batch_size, precision)
+    scores = datamodule.score_split(model, split, precision)
     if datamodule.task == "multilabel":
         return scores, data.multi_hot(datamodule.num_labels)
     return scores, np.asarray([ids[0] for ids in data.labels])
@@ -46,7 +44,20 @@ def evaluate(model, datamodule: TextDataModule, splits: list[str], precision: st
                              report_dir / split if report_dir else None, history if split == "val" else None)
         for split, (scores, targets) in scored.items()
     }
+    if report_dir is not None:
+        for split, (scores, targets) in scored.items():
+            save_predictions(report_dir / f"predictions_{split}.npz", scores, targets, task, thresholds)
     return {"thresholds": thresholds.to_dict() if thresholds else None, "metrics": metrics}
+
+
+def save_predictions(path: Path, scores: np.ndarray, targets: np.ndarray, task: str,
+                     thresholds: Thresholds | None) -> None:
+    """Per-example scores, targets and final decisions (0/1 rows, or class ids): what ``src.compare``'s paired
+    bootstrap between runs resamples."""
+    decisions = decide(scores, thresholds, task)
+    predictions = decisions.argmax(axis=1) if task == "multiclass" else decisions.astype(np.int8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, scores=scores.astype(np.float32), targets=targets, predictions=predictions)
 
 
 def split_metrics(scores: np.ndarray, targets: np.ndarray, task: str, names: list[str],

@@ -51,6 +51,15 @@ def overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def group_choices() -> dict[str, str]:
+    """``{"choice.loss": "asymmetric", ...}``: the option picked per config group, so the MLflow UI can compare
+    and plot runs by it (the group's own keys differ between options)."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {f"choice.{group}": str(option) for group, option in choices.items() if not group.startswith("hydra")}
+
+
 def resume_config(cfg: DictConfig) -> DictConfig:
     """The checkpoint's own config with this command's key=value overrides on top, so a plain
     ``ckpt_path=...`` continues the same experiment (and MLflow run) in a new output directory."""
@@ -133,7 +142,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
     if mlflow:
         log_run_config(
             mlflow,
-            flat_params(resolved, PARAM_SECTIONS),
+            {**flat_params(resolved, PARAM_SECTIONS), **group_choices()},
             OmegaConf.to_yaml(resolved),
             overrides(),
             resumed=bool(cfg.ckpt_path),

@@ -99,7 +99,7 @@ def test_sweep_is_one_parent_with_a_child_per_job_and_failures_do_not_stop_it(tm
             assert Path(error).read_text().startswith("error: CrossEntropy works for multiclass data")
         else:
             assert run.info.status == "FINISHED" and "val/macro_f1" in run.data.metrics
-            assert run.data.params["optim.lr"] == "0.001"
+            assert run.data.params["optim.lr"] == "0.001" and run.data.params["choice.loss"] == "bce"
             assert len(tags["labelwise.data_fingerprint"]) == 16
             assert (tmp_path / "sweep" / str(int(name[-1]) + 1) / "summary.json").is_file()
     fingerprints = {r.data.tags.get("labelwise.data_fingerprint") for r in children.values()} - {None}

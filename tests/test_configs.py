@@ -21,8 +21,8 @@ from src.losses.bce import BinaryCrossEntropy
 from src.losses.ce import CrossEntropy
 from tests.conftest import CONF, compose_train
 
-GROUPS = ("data", "model", "loss", "optim", "scheduler", "trainer", "strategy", "callbacks", "logger",
-          "debug", "experiment")
+GROUPS = ("data", "sampler", "augment", "model", "loss", "optim", "scheduler", "trainer", "strategy", "callbacks",
+          "logger", "debug", "experiment")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 
@@ -123,7 +123,18 @@ def test_model_configs_name_the_expected_checkpoint(tmp_path, option):
 
 
 def test_all_model_options_are_known():
-    assert {option for group, option in OPTIONS if group == "model"} == set(HUB_IDS)
+    assert {option for group, option in OPTIONS if group == "model"} == set(HUB_IDS) | {"frozen_encoder"}
+    assert {option for group, option in OPTIONS if group == "sampler"} == {"none", "oversample", "undersample", "smote"}
+
+
+def test_frozen_encoder_preset_sets_model_data_and_recipe(tmp_path):
+    cfg = compose_train(tmp_path, ["model=frozen_encoder", "data=goemotions", "trainer=gpu", "model.name_or_path=/m"])
+    assert cfg.model._target_ == "src.models.frozen.LinearProbe"
+    assert cfg.data._target_ == "src.data.embeddings.EmbeddingDataModule"
+    assert cfg.data.source._target_ == "src.data.sources.goemotions.GoEmotionsSource"
+    assert cfg.data.encoder == cfg.data.tokenizer == "/m" and cfg.data.pooling == cfg.model.pooling
+    # the model group is composed after optim and trainer, so its head-only recipe is not overwritten by them
+    assert (cfg.optim.lr, cfg.optim.head_lr_multiplier, cfg.trainer.max_epochs) == (1e-2, 1.0, 20)
 
 
 # ---------------------------------------------------------------- instantiation (offline)

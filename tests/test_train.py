@@ -7,8 +7,10 @@ import random
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from src.errors import ConfigError
 from src.tracking.checkpoint import read_metadata
@@ -96,6 +98,10 @@ def test_tiny_bert_trains_and_tracks(tmp_path, tiny_bert, multilabel):
     artifacts = {a.path for a in mlflow.MlflowClient(summary["mlflow"]["tracking_uri"]).list_artifacts(
         summary["mlflow"]["run_id"], "report/test")}
     assert "report/test/per_label.md" in artifacts
+    saved = np.load(report / "predictions_test.npz")  # what src.compare's paired bootstrap reads
+    final = "macro_f1_tuned" if multilabel else "macro_f1"
+    assert f1_score(saved["targets"], saved["predictions"], average="macro", zero_division=0) == pytest.approx(
+        summary["metrics"]["test"][final], abs=1e-6)
 
     metadata = read_metadata(summary["best_checkpoint"])
     assert metadata["label_names"] == sorted(WORDS)

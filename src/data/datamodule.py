@@ -171,10 +171,13 @@ class TextDataModule(L.LightningDataModule):
             targets = np.asarray([ids[0] for ids in split.labels], dtype=np.int64)
         return TokenizedSplit(input_ids, targets)
 
-    def token_ids(self, split: str) -> list[np.ndarray]:
-        """The split's token ids as training saw them (tokenised once, by :meth:`setup`)."""
+    def score_split(self, model, split: str, precision: str | None = None) -> np.ndarray:
+        """``model``'s probabilities for every row of ``split``, in row order, from the token ids training saw."""
+        from src.models.inference import score_token_ids  # a module-level import would be circular (PadCollator)
+
         self.setup()
-        return self._tokenized[split].input_ids
+        return score_token_ids(model, self._tokenized[split].input_ids, self.tokenizer.pad_token_id,
+                               self.eval_batch_size, precision)
 
     def setup(self, stage: str | None = None) -> None:
         for name, split in self.data.splits.items():

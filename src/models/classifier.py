@@ -62,8 +62,12 @@ class TextClassifier(L.LightningModule):
         )
         return self.head(pooled)
 
+    def logits(self, batch: dict) -> torch.Tensor:
+        """Logits of a training/validation/test batch; a subclass fed other inputs (LinearProbe) overrides it."""
+        return self(batch["input_ids"], batch["attention_mask"])
+
     def _step(self, batch: dict, split: str) -> torch.Tensor:
-        logits = self(batch["input_ids"], batch["attention_mask"])
+        logits = self.logits(batch)
         targets = batch["labels"]
         loss = self.loss(logits, targets)
         metrics = self.metrics[f"{split}_"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 
 from src.errors import ConfigError
 from src.metrics.thresholds import Thresholds
@@ -38,7 +39,8 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     checkpoint = load_checkpoint(ckpt_path)  # clear errors for a missing file or a foreign checkpoint
     metadata = checkpoint[KEY]
     hparams = dict(checkpoint["hyper_parameters"])
-    model = TextClassifier(**hparams, pretrained=False)
+    model_class = get_class(metadata["config"]["model"]["_target_"])  # TextClassifier or a subclass (LinearProbe)
+    model = model_class(**hparams, pretrained=False)
     own = model.state_dict()
     # the training loss may carry buffers (pos_weight); inference has no loss, so keep the model's own keys only
     state = {key: value for key, value in checkpoint["state_dict"].items() if key in own}

@@ -102,7 +102,8 @@ class SweepCallback(Callback):
             return
         overrides = list(config.hydra.overrides.task)
         keys = swept_keys(overrides)
-        keys += [key for key in config.hydra.sweeper.get("params") or {} if key not in keys]  # a search space
+        fixed = {item.lstrip("+~").split("=", 1)[0] for item in overrides}  # a command-line value beats the space
+        keys += [key for key in config.hydra.sweeper.get("params") or {} if key not in fixed]  # a search space
         client = MlflowClient(logger.tracking_uri)  # the first call creates / migrates the store, once
         experiment = client.get_experiment_by_name(logger.experiment_name)
         experiment_id = (
