@@ -379,7 +379,7 @@ def _plot(result: Comparison, path: Path) -> Path:
 def compare_sweep(cfg: DictConfig) -> Comparison:
     result = compare(cfg.paths.mlflow_uri, str(cfg.sweep), cfg.metric, cfg.higher_is_better,
                      cfg.bootstrap.resamples, cfg.bootstrap.seed)
-    console = Console()
+    console = Console(width=max(Console().width, 180))  # eleven columns: never squeeze them into 80 when piped
     print_table(result, console)
     files = write_files(result, Path(cfg.output_dir or cfg.paths.output_dir))
     client = MlflowClient(cfg.paths.mlflow_uri)

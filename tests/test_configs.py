@@ -306,3 +306,12 @@ def test_trainer_and_debug_options(tmp_path, overrides, expected):
     if overrides == ["experiment=goemotions_baseline"]:
         assert cfg.task_name == "goemotions"
         assert cfg.data.source._target_ == "src.data.sources.goemotions.GoEmotionsSource"
+
+
+@pytest.mark.parametrize(("preset", "taxonomy"), [("goemotions_minilm", "original"), ("goemotions_ekman", "ekman"),
+                                                   ("goemotions_sentiment", "sentiment")])
+def test_goemotions_presets_share_one_recipe_over_taxonomies(tmp_path, preset, taxonomy):
+    cfg = compose_train(tmp_path, [f"experiment={preset}", "data.data_dir=/nowhere"])
+    assert cfg.data.source.taxonomy == taxonomy and cfg.task_name.startswith("goemotions")
+    assert cfg.loss._target_ == "src.losses.asymmetric.AsymmetricLoss" and cfg.loss.gamma_neg == 4
+    assert cfg.trainer.max_epochs == 2 and cfg.model.pooling == "mean"
