@@ -20,11 +20,8 @@ HEADLINE = ("macro_f1", "micro_f1")
 
 def split_scores(model, datamodule: TextDataModule, split: str, precision: str) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and targets (multi-hot, or class ids) of one split."""
-    data = datamodule.data.splits[split]
-    scores = datamodule.score_split(model, split, precision)
-    if datamodule.task == "multilabel":
-        return scores, data.multi_hot(datamodule.num_labels)
-    return scores, np.asarray([ids[0] for ids in data.labels])
+    targets = datamodule.data.splits[split].targets(datamodule.task, datamodule.num_labels)
+    return datamodule.score_split(model, split, precision), targets
 
 
 def evaluate(model, datamodule: TextDataModule, splits: list[str], precision: str,

@@ -97,9 +97,7 @@ def export_hf(loaded: Loaded, output_dir: Path) -> float:
     so a plain load without remote code would silently change the model's predictions.
     """
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     batch, reference = parity_batch(loaded)
     hf_model = to_hf(loaded)
     type(hf_model.config).register_for_auto_class()

@@ -62,8 +62,7 @@ class EasyDataAugmentation:
         self.operations, self.seed = tuple(operations), seed
 
     def minority_labels(self, split: Split, num_labels: int) -> np.ndarray:
-        counts = split.multi_hot(num_labels).sum(axis=0)
-        return np.flatnonzero(counts < self.minority_below * len(split))
+        return np.flatnonzero(split.label_counts(num_labels) < self.minority_below * len(split))
 
     def augment_text(self, text: str, rng: np.random.Generator) -> str:
         words = text.split()

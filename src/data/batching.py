@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
@@ -59,7 +60,11 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             yield batch.tolist()
 
     def __len__(self) -> int:
-        return -(-len(self._global_batches()) // _world()[0])
+        """Batches per rank, counted without drawing the epoch: full windows of ``window`` batches, then the
+        rest."""
+        full_windows, rest = divmod(len(self.lengths), self.batch_size * self.window)
+        batches = full_windows * self.window + -(-rest // self.batch_size)
+        return -(-batches // _world()[0])
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -67,3 +72,24 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     first if memory is short). Callers that need input order restore it from the indices."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+class PadCollator:
+    """Pads a batch to its longest sequence, rounded up to a multiple of ``multiple_of``."""
+
+    def __init__(self, pad_token_id: int, multiple_of: int = 8):
+        self.pad_token_id = pad_token_id
+        self.multiple_of = multiple_of
+
+    def pad(self, rows: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        longest = max(len(ids) for ids in rows)
+        width = -(-longest // self.multiple_of) * self.multiple_of
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.from_numpy(ids)
+            attention_mask[row, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def __call__(self, batch: list[tuple[np.ndarray, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {**self.pad([ids for ids, _ in batch]), "labels": torch.stack([target for _, target in batch])}

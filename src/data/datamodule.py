@@ -13,12 +13,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.augment import EasyDataAugmentation
-from src.data.batching import LengthGroupedBatchSampler, sorted_batches
+from src.data.batching import LengthGroupedBatchSampler, PadCollator, sorted_batches
 from src.data.records import LabelledData, Split
 from src.data.sampling import RandomResampler
 from src.data.splitting import carve_validation
 from src.data.token_cache import tokenize
 from src.errors import ConfigError
+from src.models.inference import score_token_ids
 from src.models.pretrained import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,27 +44,6 @@ class TokenizedSplit(Dataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
         return self.input_ids[index], self.targets[index]
-
-
-class PadCollator:
-    """Pads a batch to its longest sequence, rounded up to a multiple of ``multiple_of``."""
-
-    def __init__(self, pad_token_id: int, multiple_of: int = 8):
-        self.pad_token_id = pad_token_id
-        self.multiple_of = multiple_of
-
-    def pad(self, rows: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids in rows)
-        width = -(-longest // self.multiple_of) * self.multiple_of
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, ids in enumerate(rows):
-            input_ids[row, : len(ids)] = torch.from_numpy(ids)
-            attention_mask[row, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-    def __call__(self, batch: list[tuple[np.ndarray, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {**self.pad([ids for ids, _ in batch]), "labels": torch.stack([target for _, target in batch])}
 
 
 class TextDataModule(L.LightningDataModule):
@@ -165,16 +145,10 @@ class TextDataModule(L.LightningDataModule):
 
     def tokenize(self, split: Split) -> TokenizedSplit:
         input_ids = tokenize(self.tokenizer, split.texts, self.max_length, self.cache_dir)
-        if self.task == "multilabel":
-            targets = split.multi_hot(self.num_labels)
-        else:
-            targets = np.asarray([ids[0] for ids in split.labels], dtype=np.int64)
-        return TokenizedSplit(input_ids, targets)
+        return TokenizedSplit(input_ids, split.targets(self.task, self.num_labels))
 
     def score_split(self, model, split: str, precision: str | None = None) -> np.ndarray:
         """``model``'s probabilities for every row of ``split``, in row order, from the token ids training saw."""
-        from src.models.inference import score_token_ids  # a module-level import would be circular (PadCollator)
-
         self.setup()
         return score_token_ids(model, self._tokenized[split].input_ids, self.tokenizer.pad_token_id,
                                self.eval_batch_size, precision)

@@ -21,14 +21,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.batching import LengthGroupedBatchSampler, sorted_batches
-from src.data.datamodule import PadCollator, TextDataModule
+from src.data.datamodule import TextDataModule
 from src.data.records import Split
 from src.data.token_cache import cache_key
 from src.models.frozen import score_embeddings
-from src.models.inference import autocast_for
-from src.models.modeling_labelwise import pool
+from src.models.inference import map_sorted_batches
+from src.models.modeling_labelwise import pool, pooled_width
 from src.models.pretrained import load_encoder, resolve
-from src.runtime import fast_precision, pad_multiple
+from src.runtime import fast_precision
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +51,16 @@ class EmbeddedSplit(Dataset):
         return {"embeddings": self.features[index], "labels": self.targets[index]}
 
 
-@torch.inference_mode()
 def encode(encoder, ids: list[np.ndarray], pad_token_id: int, pooling: str, batch_size: int,
            precision: str) -> np.ndarray:
     """Pooled float32 embeddings ``[len(ids), width]`` in input order, computed in length-sorted batches."""
-    device = next(encoder.parameters()).device
-    collate = PadCollator(pad_token_id, pad_multiple())
-    batches = sorted_batches([len(row) for row in ids], batch_size)
-    parts = []
-    with autocast_for(device, precision):
-        for batch in batches:
-            padded = {key: value.to(device) for key, value in collate.pad([ids[i] for i in batch]).items()}
-            out = encoder(**padded)
-            pooled = pool(out.last_hidden_state, padded["attention_mask"], getattr(out, "pooler_output", None), pooling)
-            parts.append(pooled.float().cpu().numpy())
-    embeddings = np.empty((len(ids), parts[0].shape[1]), dtype=np.float32)
-    embeddings[np.concatenate(batches)] = np.concatenate(parts)
-    return embeddings
+
+    def pooled(padded: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = encoder(**padded)
+        return pool(out.last_hidden_state, padded["attention_mask"], getattr(out, "pooler_output", None), pooling)
+
+    return map_sorted_batches(pooled, ids, pad_token_id, batch_size, pooled_width(encoder.config.hidden_size, pooling),
+                              next(encoder.parameters()).device, precision)
 
 
 def backbone_fingerprint(name_or_path: str) -> list:
@@ -106,15 +99,14 @@ class EmbeddingDataModule(TextDataModule):
         for name, split in self.data.splits.items():
             if name in self._embedded:
                 continue
-            tokenized = self.tokenize(split)
             path = self.cache_path(split)
             if path is not None and path.is_file():
                 features = np.load(path)
-            else:
+            else:  # token ids only when the encoder has to run
                 if encoder is None:
                     encoder = load_encoder(self.encoder_name).to("cuda" if torch.cuda.is_available() else "cpu").eval()
-                features = self.encode_split(encoder, name, tokenized.input_ids, path)
-            embedded = EmbeddedSplit(features, tokenized.targets)
+                features = self.encode_split(encoder, name, self.tokenize(split).input_ids, path)
+            embedded = EmbeddedSplit(features, split.targets(self.task, self.num_labels))
             self._embedded[name] = self.resample(embedded) if name == "train" and self.sampler is not None else embedded
 
     def encode_split(self, encoder, name: str, ids: list[np.ndarray], path: Path | None) -> np.ndarray:

@@ -40,6 +40,19 @@ class Split:
             origin=[self.origin[i] for i in indices] if self.origin else [],
         )
 
+    def label_counts(self, num_labels: int) -> np.ndarray:
+        """Rows carrying each label."""
+        counts = np.zeros(num_labels, dtype=np.int64)
+        for ids in self.labels:
+            counts[ids] += 1
+        return counts
+
+    def targets(self, task: str, num_labels: int) -> np.ndarray:
+        """What a loss or metric compares with: multi-hot ``[N, C]`` rows (multi-label) or class ids ``[N]``."""
+        if task == "multilabel":
+            return self.multi_hot(num_labels)
+        return np.asarray([ids[0] for ids in self.labels], dtype=np.int64)
+
     def multi_hot(self, num_labels: int) -> np.ndarray:
         """``[N, C]`` 0/1 matrix of the label sets."""
         matrix = np.zeros((len(self), num_labels), dtype=np.float32)
@@ -74,10 +87,7 @@ class LabelledData:
 
     def label_counts(self, split: str = "train") -> np.ndarray:
         """Positives per label in ``split`` (for pos_weight, class weights, samplers)."""
-        counts = np.zeros(self.num_labels, dtype=np.int64)
-        for ids in self.splits[split].labels:
-            counts[ids] += 1
-        return counts
+        return self.splits[split].label_counts(self.num_labels)
 
     def _check(self, name: str, split: Split) -> None:
         for row, (text, ids) in enumerate(zip(split.texts, split.labels)):

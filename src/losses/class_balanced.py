@@ -53,7 +53,6 @@ class ClassBalancedLoss(Loss):
             )
         if getattr(base, "keywords", {}).get(keyword) is not None:
             raise ConfigError(f"loss.base.{keyword} is set, but class_balanced sets it; leave it null")
-        self.beta = float(beta)
         self.weight_keyword = keyword
         self.base = call_with_facts(
             functools.partial(base, **{keyword: weights.tolist()}), label_counts=label_counts,

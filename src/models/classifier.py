@@ -10,7 +10,7 @@ from torch import nn
 
 from src.losses.base import Loss
 from src.metrics.classification import build_metrics, scores
-from src.models.modeling_labelwise import pool  # one definition, shared with the HF export
+from src.models.modeling_labelwise import pool, pooled_width  # one definition, shared with the HF export
 from src.models.pretrained import load_encoder
 
 POOLINGS = ("mean", "cls", "cls_mean", "pooler")
@@ -44,7 +44,7 @@ class TextClassifier(L.LightningModule):
         self.encoder = load_encoder(name_or_path, pretrained=pretrained).train()
         if pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # unused weights would break DDP and cost a matmul per batch
-        width = self.encoder.config.hidden_size * (2 if pooling == "cls_mean" else 1)
+        width = pooled_width(self.encoder.config.hidden_size, pooling)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_labels))
         self.loss = loss
         self.optimizer_factory = optimizer

@@ -41,8 +41,8 @@ class LinearProbe(TextClassifier):
     ):
         if hidden < 0:
             raise ConfigError(f"model.hidden is the hidden layer width (0: a linear head), got {hidden}")
-        super().__init__(name_or_path, num_labels, task, label_names, loss, optimizer, scheduler, pooling, dropout,
-                         pretrained)
+        super().__init__(name_or_path, num_labels, task, label_names, loss=loss, optimizer=optimizer,
+                         scheduler=scheduler, pooling=pooling, dropout=dropout, pretrained=pretrained)
         self.encoder.requires_grad_(False)  # the optimizer factory skips frozen parameters
         if hidden:
             width = self.head[1].in_features

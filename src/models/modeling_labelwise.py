@@ -37,6 +37,11 @@ class LabelwiseConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
+def pooled_width(hidden_size: int, pooling: str) -> int:
+    """Width of :func:`pool`'s output: ``cls_mean`` concatenates two vectors."""
+    return hidden_size * (2 if pooling == "cls_mean" else 1)
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor | None, mode: str) -> torch.Tensor:
     """Sentence vector from token states: masked mean, the [CLS] state, both concatenated, or BERT's pooler
     (trained by next-sentence prediction; untrained in sentence-transformers checkpoints such as MiniLM).
@@ -63,7 +68,7 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
         self.encoder = AutoModel.from_config(config.encoder)
         if config.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None
-        width = config.encoder.hidden_size * (2 if config.pooling == "cls_mean" else 1)
+        width = pooled_width(config.encoder.hidden_size, config.pooling)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(width, config.num_labels)
         self.post_init()
