@@ -25,8 +25,9 @@ from rich.table import Table
 from scipy.stats import ttest_rel, wilcoxon
 
 from src.errors import ConfigError, reported_to_user
+from src.metrics.f1 import macro_f1_from_counts, one_hot_targets
 from src.metrics.resampling import resample_weights
-from src.tracking.sweeps import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
+from src.tracking.sweep_results import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
 
 COLUMNS = ("group", "n", "mean ± std", "min", "max", "Δ vs best", "pairs", "t-test p", "Wilcoxon p",
            "bootstrap Δ [95% CI]", "bootstrap p")
@@ -116,17 +117,12 @@ def paired_tests(best: np.ndarray, other: np.ndarray) -> tuple[float | None, flo
         return _finite(ttest_rel(best, other).pvalue), _finite(wilcoxon(best, other).pvalue)
 
 
-def _macro_f1(weights: np.ndarray, targets: np.ndarray, predictions: np.ndarray, multiclass: bool) -> np.ndarray:
+def _macro_f1(weights: np.ndarray, targets: np.ndarray, predictions: np.ndarray, task: str) -> np.ndarray:
     """Macro-F1 for each row of draw counts ``weights`` [B, N] on bool [N, C] targets and predictions, with the
-    conventions of the training report: multi-label averages over all labels, multi-class over the classes present in
-    the resample's targets or predictions; F1 is 0 where it is 0/0."""
+    conventions of the training report."""
     tp, fp, fn = (weights @ m.astype(np.float32) for m in (targets & predictions, ~targets & predictions,
                                                             targets & ~predictions))
-    denominator = (2 * tp + fp + fn).astype(np.float64)
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    if not multiclass:
-        return f1.mean(1)
-    return f1.sum(1) / np.maximum((denominator > 0).sum(1), 1)
+    return macro_f1_from_counts(tp, fp, fn, task)
 
 
 def paired_bootstrap(
@@ -142,15 +138,12 @@ def paired_bootstrap(
     """
     targets = np.asarray(targets)
     arrays = [np.asarray(p) for p in (*best, *other)]
-    multiclass = targets.ndim == 1
-    if multiclass:
-        eye = np.eye(1 + int(max(targets.max(), *(p.max() for p in arrays))), dtype=bool)
-        truth, decisions = eye[targets.astype(np.int64)], [eye[p.astype(np.int64)] for p in arrays]
-    else:
-        truth, decisions = targets.astype(bool), [p.astype(bool) for p in arrays]
+    task = "multiclass" if targets.ndim == 1 else "multilabel"
+    width = 1 + int(max(targets.max(), *(p.max() for p in arrays))) if task == "multiclass" else targets.shape[1]
+    truth, decisions = one_hot_targets(targets, width, task), [one_hot_targets(p, width, task) for p in arrays]
 
     def difference(weights: np.ndarray) -> np.ndarray:
-        scores = [_macro_f1(weights, truth, d, multiclass) for d in decisions]
+        scores = [_macro_f1(weights, truth, d, task) for d in decisions]
         return np.mean(scores[: len(best)], axis=0) - np.mean(scores[len(best):], axis=0)
 
     observed = float(difference(np.ones((1, len(truth)), dtype=np.float32))[0])
@@ -259,10 +252,6 @@ def compare(
 
 
 # ---------------------------------------------------------------- output
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _p(value: float | None) -> str:

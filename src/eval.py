@@ -23,6 +23,7 @@ from src.evaluation import split_metrics
 from src.models.inference import predict_scores
 from src.models.loading import Loaded, load_for_inference
 from src.summary import print_summary
+from src.tracking.mlflow import get_or_create_experiment, log_results
 
 resolvers.register()
 
@@ -50,18 +51,12 @@ def load_split(source_cfg: dict[str, Any], split: str, label_names: list[str]) -
 
 def log_to_mlflow(cfg: DictConfig, loaded: Loaded, split: str, row: dict[str, Any], report_dir: Path | None) -> str:
     client = MlflowClient(cfg.paths.mlflow_uri)
-    experiment = client.get_experiment_by_name(cfg.task_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        cfg.task_name, artifact_location=f"{cfg.paths.mlflow_dir}/artifacts")
+    experiment_id = get_or_create_experiment(client, cfg.task_name, f"{cfg.paths.mlflow_dir}/artifacts")
     tags = {"labelwise.kind": "eval", "labelwise.checkpoint": str(Path(cfg.ckpt_path).resolve())}
     if loaded.metadata.get("mlflow_run_id"):
         tags["labelwise.training_run_id"] = loaded.metadata["mlflow_run_id"]
     run_id = client.create_run(experiment_id, run_name=f"eval {split}", tags=tags).info.run_id
-    for name, value in row.items():
-        if isinstance(value, float):
-            client.log_metric(run_id, f"{split}/{name}", value)
-    if report_dir is not None:
-        client.log_artifacts(run_id, str(report_dir), "report")
+    log_results(client, run_id, {split: row}, report_dir)
     client.set_terminated(run_id)
     return run_id
 

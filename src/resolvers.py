@@ -3,7 +3,7 @@
 from omegaconf import OmegaConf
 
 from src.runtime import fast_precision, pad_multiple
-from src.tracking.naming import hydra_run_name
+from src.tracking.sweep import hydra_run_name
 
 
 def register() -> None:

@@ -33,8 +33,8 @@ from src.tracking.mlflow import (
     tag_run,
     training_history,
 )
-from src.tracking.naming import hydra_run_name
-from src.tracking.sweep import in_multirun, job_failure_file, job_tags
+from src.tracking.naming import override_key
+from src.tracking.sweep import hydra_run_name, in_multirun, job_failure_file, job_tags
 
 log = logging.getLogger(__name__)
 resolvers.register()
@@ -68,7 +68,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     groups = set(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else set()
     changes = [item for item in overrides() if not item.startswith(("ckpt_path=", "hydra."))]
     for item in changes:
-        key = item.lstrip("+~").split("=", 1)[0]
+        key = override_key(item)
         if key in groups:
             raise ConfigError(f"cannot change config group '{key}' when resuming; start a new run instead.")
     merged = OmegaConf.merge(stored, OmegaConf.from_dotlist([i.lstrip("+") for i in changes]))
@@ -164,7 +164,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
     results = {"thresholds": None, "metrics": {}}
     if trainer.is_global_zero:
         report_dir = output_dir / "report" if cfg.report else None
-        history = training_history(mlflow) if mlflow else None
+        history = training_history(mlflow) if mlflow and report_dir else None  # only the report plots it
         results = evaluate(model, datamodule, splits, trainer.precision, calibration, report_dir, history)
         for path in (best, last):
             if path and results["thresholds"]:

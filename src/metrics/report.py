@@ -30,6 +30,7 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from src.metrics.f1 import f1_from_counts, macro_f1_from_counts, one_hot_targets
 from src.metrics.resampling import resample_weights
 from src.metrics.thresholds import Thresholds, decide
 
@@ -50,35 +51,15 @@ def _check_task(task: str) -> None:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-def _one_hot_targets(targets, num_labels: int, task: str) -> np.ndarray:
-    """Targets as a bool [N, C] matrix: multilabel 0/1 [N, C]; multiclass class indices [N] or one-hot [N, C]."""
-    targets = np.asarray(targets)
-    if task == "multiclass" and targets.ndim == 1:
-        if targets.size and (targets.min() < 0 or targets.max() >= num_labels):
-            raise ValueError(f"class indices must lie in [0, {num_labels})")
-        out = np.zeros((len(targets), num_labels), dtype=bool)
-        out[np.arange(len(targets)), targets.astype(np.int64)] = True
-        return out
-    if targets.ndim != 2 or targets.shape[1] != num_labels:
-        raise ValueError(f"targets must be [N, {num_labels}], got shape {targets.shape}")
-    return targets.astype(bool)
-
-
 def _inputs(scores, targets, task: str, thresholds: Thresholds | None):
     _check_task(task)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"scores must be [N, C], got shape {scores.shape}")
-    onehot = _one_hot_targets(targets, scores.shape[1], task)
+    onehot = one_hot_targets(targets, scores.shape[1], task)
     if len(onehot) != len(scores):
         raise ValueError(f"{len(scores)} score rows but {len(onehot)} target rows")
     return scores, onehot, decide(scores, thresholds, task)
-
-
-def _f1(tp, fp, fn) -> np.ndarray:
-    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
-    denominator = 2 * tp + fp + fn
-    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
 
 
 # ---------------------------------------------------------------- full_metrics
@@ -267,7 +248,7 @@ def bootstrap_ci(
         fn = (onehot & ~predictions).sum(1)
         wrong = fp + fn
         if metric == "samples_f1":
-            row_value = _f1((onehot & predictions).sum(1), fp, fn)
+            row_value = f1_from_counts((onehot & predictions).sum(1), fp, fn)
         elif metric in ("exact_match", "accuracy"):
             row_value = (wrong == 0).astype(np.float64)
         else:  # hamming_loss
@@ -280,18 +261,15 @@ def bootstrap_ci(
             continue
         tp, fp, fn = (weights @ m for m in per_row)  # [b, C]; exact: integer sums well below 2**24
         if metric == "micro_f1":
-            values.append(_f1(tp.sum(1), fp.sum(1), fn.sum(1)))
+            values.append(f1_from_counts(tp.sum(1), fp.sum(1), fn.sum(1)))
             continue
-        f1 = _f1(tp, fp, fn)
         if metric == "weighted_f1":
             support = (tp + fn).astype(np.float64)
             total = support.sum(1)
-            values.append(np.divide((f1 * support).sum(1), total, out=np.zeros_like(total), where=total > 0))
-        elif task == "multilabel":
-            values.append(f1.mean(1))
+            weighted = (f1_from_counts(tp, fp, fn) * support).sum(1)
+            values.append(np.divide(weighted, total, out=np.zeros_like(total), where=total > 0))
         else:
-            present = (tp + fp + fn) > 0
-            values.append((f1 * present).sum(1) / np.maximum(present.sum(1), 1))
+            values.append(macro_f1_from_counts(tp, fp, fn, task))
     low, high = np.percentile(np.concatenate(values), [2.5, 97.5])
     return float(low), float(high)
 
@@ -319,7 +297,7 @@ def write_report(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     scores = np.asarray(scores, dtype=np.float64)
-    onehot = _one_hot_targets(targets, scores.shape[1], task)
+    onehot = one_hot_targets(targets, scores.shape[1], task)
     per_label = metrics["per_label"]
     if len(per_label) != len(label_names) or len(label_names) != scores.shape[1]:
         raise ValueError("metrics['per_label'], label_names and scores disagree on the number of labels")

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from src.metrics.f1 import f1_from_counts
+
 #: Candidate thresholds, 0.05 .. 0.95 in steps of 0.05: deliberately coarse (see the module docstring).
 GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
@@ -85,13 +87,6 @@ def _as_2d(scores, targets) -> tuple[np.ndarray, np.ndarray]:
     return scores, targets
 
 
-def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    """F1 = 2TP / (2TP + FP + FN), 0 where the denominator is 0 (scikit-learn's ``zero_division=0``)."""
-    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
-    denominator = 2 * tp + fp + fn
-    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-
-
 def macro_f1(targets: np.ndarray, predictions: np.ndarray) -> float:
     """Multi-label macro-F1 over all labels, labels without positives or predictions counting 0 (sklearn-equal)."""
     targets = np.asarray(targets).astype(bool)
@@ -99,7 +94,7 @@ def macro_f1(targets: np.ndarray, predictions: np.ndarray) -> float:
     tp = (targets & predictions).sum(0)
     fp = (~targets & predictions).sum(0)
     fn = (targets & ~predictions).sum(0)
-    return float(_f1(tp, fp, fn).mean())
+    return float(f1_from_counts(tp, fp, fn).mean())
 
 
 def _grid_f1(scores: np.ndarray, targets: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -111,7 +106,7 @@ def _grid_f1(scores: np.ndarray, targets: np.ndarray, grid: np.ndarray) -> np.nd
         above = scores > t
         tp[g] = (above & targets).sum(0)
         predicted[g] = above.sum(0)
-    return _f1(tp, predicted - tp, positives[None, :] - tp)
+    return f1_from_counts(tp, predicted - tp, positives[None, :] - tp)
 
 
 def _closest(candidates: np.ndarray, grid: np.ndarray, target: float) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
+from mlflow import MlflowClient
 
 from src.errors import describe
 
@@ -75,12 +76,23 @@ def training_history(logger: MLFlowLogger) -> dict[str, list[tuple[float, float]
     return {name: points for name, points in history.items() if points}
 
 
-def log_evaluation(logger: MLFlowLogger, metrics: dict[str, dict[str, Any]], report_dir: Path | None) -> None:
-    """Final per-split numbers (``test/macro_f1_tuned``...) and the report files as artifacts."""
-    client, run_id = logger.experiment, logger.run_id
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def log_results(client: MlflowClient, run_id: str, metrics: dict[str, dict[str, Any]], report_dir: Path | None) -> None:
+    """Per-split numbers (``test/macro_f1_tuned``...) and the report files as artifacts under ``report/``."""
     for split, values in metrics.items():
         for name, value in values.items():
             if isinstance(value, float):
                 client.log_metric(run_id, f"{split}/{name}", value)
     if report_dir is not None and report_dir.is_dir():
         client.log_artifacts(run_id, str(report_dir), "report")
+
+
+def log_evaluation(logger: MLFlowLogger, metrics: dict[str, dict[str, Any]], report_dir: Path | None) -> None:
+    """The final evaluation of a training run, into that run."""
+    log_results(logger.experiment, logger.run_id, metrics, report_dir)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 # Overrides that say where things are, not what was run: they do not belong in a run name.
 _NOT_IN_NAME = (
     "hydra.",
@@ -18,7 +16,8 @@ _NOT_IN_NAME = (
 )
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """``"+loss.gamma=2"`` -> ``"loss.gamma"``."""
     return override.lstrip("+~").split("=", 1)[0]
 
 
@@ -38,22 +37,6 @@ def run_name(overrides: list[str], only: set[str] | None = None) -> str:
     kept = [
         item.lstrip("+~")
         for item in overrides
-        if not _key(item).startswith(_NOT_IN_NAME) and (only is None or _key(item) in only)
+        if not override_key(item).startswith(_NOT_IN_NAME) and (only is None or override_key(item) in only)
     ]
     return " ".join(kept) or "defaults"
-
-
-def hydra_run_name() -> str:
-    """The current Hydra job's name: its overrides, or in a sweep only the swept ones (``defaults`` outside a
-    Hydra app, e.g. the compose API)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from src.tracking.sweep import current_sweep, in_multirun  # sweep imports this module
-
-    if not HydraConfig.initialized():
-        return "defaults"
-    only = None
-    if in_multirun():  # the parent record's keys: a joblib/SLURM worker's sys.argv is not the sweep's
-        sweep = current_sweep()
-        only = set(sweep["swept_keys"] if sweep else swept_keys(sys.argv[1:]))
-    return run_name(list(HydraConfig.get().overrides.task), only)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.tracking.naming import swept_keys
+from src.tracking.naming import override_key, run_name, swept_keys
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent.json"
+# the tags the reading side (sweep_results.py, src.compare) relies on
+KIND_TAG = "labelwise.kind"
+PARENT_TAG = "mlflow.parentRunId"
+OVERRIDES_TAG = "labelwise.overrides"
+SWEPT_KEYS_TAG = "labelwise.swept_keys"
 FAILURE_FILE = "error.txt"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,14 +65,31 @@ def job_failure_file() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) / FAILURE_FILE if in_multirun() else None
 
 
+def read_parent(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """The parent run's record (run and experiment id, tracking uri, swept keys) a sweep dir holds, or None."""
+    path = Path(sweep_dir) / PARENT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def current_sweep() -> dict[str, Any] | None:
     """The parent run's record when this process is a job of a tracked sweep, else None."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not in_multirun():
-        return None
-    path = Path(HydraConfig.get().sweep.dir) / PARENT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_parent(HydraConfig.get().sweep.dir) if in_multirun() else None
+
+
+def hydra_run_name() -> str:
+    """The current Hydra job's name: its overrides, or in a sweep only the swept ones (``defaults`` outside a
+    Hydra app, e.g. the compose API)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "defaults"
+    only = None
+    if in_multirun():  # the parent record's keys: a joblib/SLURM worker's sys.argv is not the sweep's
+        sweep = current_sweep()
+        only = set(sweep["swept_keys"] if sweep else swept_keys(sys.argv[1:]))
+    return run_name(list(HydraConfig.get().overrides.task), only)
 
 
 def job_tags(overrides: list[str]) -> dict[str, str]:
@@ -75,10 +98,10 @@ def job_tags(overrides: list[str]) -> dict[str, str]:
     sweep = current_sweep()
     if sweep:
         tags.update({
-            "mlflow.parentRunId": sweep["run_id"],
-            "labelwise.kind": "job",
-            "labelwise.overrides": json.dumps(overrides),
-            "labelwise.swept_keys": json.dumps(sweep["swept_keys"]),
+            PARENT_TAG: sweep["run_id"],
+            KIND_TAG: "job",
+            OVERRIDES_TAG: json.dumps(overrides),
+            SWEPT_KEYS_TAG: json.dumps(sweep["swept_keys"]),
         })
     return tags
 
@@ -96,28 +119,25 @@ class SweepCallback(Callback):
         from hydra.core.hydra_config import HydraConfig
         from mlflow import MlflowClient
 
+        from src.tracking.mlflow import get_or_create_experiment  # lazily: it imports Lightning
+
         HydraConfig.instance().set_config(config)  # the paths interpolate ${hydra:runtime.cwd}
         logger = _mlflow_logger_config(config)
         if not logger:
             return
         overrides = list(config.hydra.overrides.task)
         keys = swept_keys(overrides)
-        fixed = {item.lstrip("+~").split("=", 1)[0] for item in overrides}  # a command-line value beats the space
+        fixed = {override_key(item) for item in overrides}  # a command-line value beats the space
         keys += [key for key in config.hydra.sweeper.get("params") or {} if key not in fixed]  # a search space
         client = MlflowClient(logger.tracking_uri)  # the first call creates / migrates the store, once
-        experiment = client.get_experiment_by_name(logger.experiment_name)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else client.create_experiment(logger.experiment_name, artifact_location=logger.artifact_location)
-        )
+        experiment_id = get_or_create_experiment(client, logger.experiment_name, logger.artifact_location)
         sweep_dir = Path(config.hydra.sweep.dir)
-        grid = [item for item in overrides if item.lstrip("+~").split("=", 1)[0] in keys]
+        grid = [item for item in overrides if override_key(item) in keys]
         name = f"{' '.join(grid) or 'search over ' + ', '.join(keys)} ({datetime.now():%Y-%m-%d %H:%M})"
         run = client.create_run(experiment_id, run_name=name, tags={
-            "labelwise.kind": "sweep",
+            KIND_TAG: "sweep",
             "labelwise.sweep_dir": str(sweep_dir.resolve()),
-            "labelwise.swept_keys": json.dumps(keys),
+            SWEPT_KEYS_TAG: json.dumps(keys),
             "labelwise.sweeper": str(config.hydra.sweeper.get("_target_", "")),
             "labelwise.launcher": str(config.hydra.launcher.get("_target_", "")),
             **git_tags(),
@@ -133,8 +153,9 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = sorted(path.parent.relative_to(sweep_dir).as_posix() for path in sweep_dir.glob(f"**/{FAILURE_FILE}"))
         jobs = sum(1 for _ in sweep_dir.glob("**/.hydra/overrides.yaml"))
-        if (sweep_dir / PARENT_FILE).is_file():
-            self._close_parent(json.loads((sweep_dir / PARENT_FILE).read_text()), jobs, len(failed))
+        record = read_parent(sweep_dir)
+        if record:
+            self._close_parent(record, jobs, len(failed))
         summary = f"sweep finished: {jobs} jobs, {len(failed)} failed"
         if failed:
             raise SystemExit(f"{summary} (job dirs {', '.join(failed)}; the error is in each one's {FAILURE_FILE})")

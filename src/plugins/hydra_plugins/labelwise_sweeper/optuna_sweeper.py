@@ -15,7 +15,6 @@ Hydra at module level; Optuna (an optional extra) and MLflow are imported when a
 where a dataclass cannot resolve string annotations.
 """
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -185,14 +184,13 @@ def objective(result: JobReturn) -> float | None:
 
 def log_to_parent_run(sweep_dir: Path, results: Path, metric: str, value: float) -> None:
     """The results file and the best value on the sweep's MLflow parent run, when there is one."""
-    from src.tracking.sweep import PARENT_FILE
+    from src.tracking.sweep import read_parent
 
-    record_file = sweep_dir / PARENT_FILE
-    if not record_file.is_file():
+    record = read_parent(sweep_dir)
+    if record is None:
         return
     from mlflow import MlflowClient
 
-    record = json.loads(record_file.read_text())
     client = MlflowClient(record["tracking_uri"])
     client.log_artifact(record["run_id"], str(results))
     client.log_metric(record["run_id"], metric, value)

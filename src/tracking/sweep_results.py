@@ -19,6 +19,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from src.errors import ConfigError
+from src.tracking.naming import override_key
+from src.tracking.sweep import KIND_TAG, OVERRIDES_TAG, PARENT_TAG, SWEPT_KEYS_TAG
 
 SEED = "seed"
 
@@ -57,7 +59,7 @@ def find_sweep(client: MlflowClient, sweep: str) -> Run:
     """The parent run ``sweep`` names: ``"latest"`` (the most recently started sweep in any experiment) or a run id."""
     if sweep == "latest":
         runs = client.search_runs(
-            _experiment_ids(client), "tags.`labelwise.kind` = 'sweep'", order_by=["attributes.start_time DESC"],
+            _experiment_ids(client), f"tags.`{KIND_TAG}` = 'sweep'", order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         if not runs:
@@ -73,26 +75,25 @@ def find_sweep(client: MlflowClient, sweep: str) -> Run:
 
 def _settings(overrides: list[str]) -> dict[str, str]:
     """``["loss=asymmetric", "+model.dropout=0.2"]`` -> ``{"loss": "asymmetric", "model.dropout": "0.2"}``."""
-    pairs = (item.lstrip("+~").split("=", 1) for item in overrides if "=" in item)
-    return {key: value for key, value in pairs}
+    return {override_key(item): item.split("=", 1)[1] for item in overrides if "=" in item}
 
 
 def sweep_jobs(client: MlflowClient, parent: Run) -> list[Job]:
     """The child runs of ``parent``, oldest first (searched in every experiment: a job may log elsewhere)."""
     parent_id = parent.info.run_id
-    runs = _all_runs(client, _experiment_ids(client), f"tags.mlflow.parentRunId = '{parent_id}'")
+    runs = _all_runs(client, _experiment_ids(client), f"tags.`{PARENT_TAG}` = '{parent_id}'")
     if not runs:
         raise ConfigError(f"run {parent_id} ({parent.info.run_name}) has no child runs: pass the parent run of a "
                           "--multirun sweep (tagged labelwise.kind=sweep), or sweep=latest.")
     jobs = []
     for run in runs:
         tags = run.data.tags
-        swept = tags.get("labelwise.swept_keys")
+        swept = tags.get(SWEPT_KEYS_TAG)
         jobs.append(Job(
             run_id=run.info.run_id,
             status=run.info.status,
             start_time=run.info.start_time or 0,
-            settings=_settings(json.loads(tags.get("labelwise.overrides", "[]"))),
+            settings=_settings(json.loads(tags.get(OVERRIDES_TAG, "[]"))),
             metrics=dict(run.data.metrics),
             swept_keys=json.loads(swept) if swept else None,
         ))
