@@ -287,7 +287,9 @@ def _method(result: Comparison) -> list[str]:
         "mean ± std over seeds, std = sample standard deviation (ddof=1).",
         "Tests: the best group against each other one, over the seeds both have (pairs): scipy's paired t-test "
         "(ttest_rel) and Wilcoxon signed-rank test; n/a with fewer than 2 pairs or no difference.",
-        f"Bootstrap: macro-F1 of the saved decisions (report/predictions_<split>.npz), best minus the group, averaged "
+        "Bootstrap: macro-F1 of each run's final decisions (report/predictions_<split>.npz: tuned thresholds where "
+        "the run tuned them, so it matches */macro_f1_tuned for multi-label runs, whatever metric ranks), best minus "
+        "the group, averaged "
         f"over the matched seeds with predictions in both; {result.resamples} paired resamples of the examples; "
         "two-sided p = 2 x the fraction of resamples crossing 0.",
     ]

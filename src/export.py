@@ -69,6 +69,9 @@ def to_hf(loaded: Loaded):
     from src.models.modeling_labelwise import LabelwiseConfig, LabelwiseForSequenceClassification
 
     model, names = loaded.model, loaded.label_names
+    if len(model.head) != 2:  # dropout + linear is the only head the HF model file has
+        raise ConfigError("format=hf exports a linear head; this model has a hidden layer (model.hidden > 0). "
+                          "Use format=onnx for it.")
     config = LabelwiseConfig(
         encoder=copy.deepcopy(model.encoder.config),
         pooling=model.hparams.pooling,

@@ -101,9 +101,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     L.seed_everything(cfg.seed, workers=True)
     loggers = instantiate_dict(cfg.logger)
     mlflow = find_mlflow(loggers) if rank_zero_only.rank == 0 else None
-    if mlflow:
-        tag_run(mlflow, job_tags(overrides()))
     try:
+        if mlflow:
+            tag_run(mlflow, job_tags(overrides()))
         return fit_and_evaluate(cfg, loggers, mlflow, extra_callbacks)
     except BaseException as error:
         if mlflow:
@@ -206,7 +206,10 @@ def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with reported_to_user():
         refuse_multirun_with_ddp(cfg)  # stops the whole sweep, not just this job
-    with reported_to_user(failure_file=job_failure_file()):
+    failure_file = job_failure_file()
+    if failure_file is not None:
+        failure_file.unlink(missing_ok=True)  # a job run again into its old dir starts clean
+    with reported_to_user(failure_file=failure_file):
         return train(cfg)["optimized_metric"]["value"]
     return None
 

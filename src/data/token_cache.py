@@ -33,6 +33,8 @@ def cache_key(tokenizer, texts: list[str], max_length: int) -> str:
 
 def tokenize(tokenizer, texts: list[str], max_length: int, cache_dir: str | Path | None = None) -> list[np.ndarray]:
     """Token ids per text (with special tokens, truncated to ``max_length``, unpadded)."""
+    if not texts:  # the tokenizer refuses an empty batch
+        return []
     path = Path(cache_dir) / f"{cache_key(tokenizer, texts, max_length)}.npz" if cache_dir else None
     if path is not None and path.is_file():
         stored = np.load(path)
@@ -43,7 +45,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int, cache_dir: str | Path
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [len(row) for row in arrays])
         partial = path.with_suffix(f".{os.getpid()}.tmp.npz")  # atomic: concurrent jobs may write the same key
-        np.savez(partial, ids=np.concatenate(arrays) if arrays else np.zeros(0, np.int32), offsets=offsets)
+        np.savez(partial, ids=np.concatenate(arrays), offsets=offsets)
         partial.replace(path)
         log.info(f"tokenised {len(texts):,} texts; cached in {path}")
     return arrays

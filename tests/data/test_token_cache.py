@@ -27,6 +27,10 @@ def test_cached_ids_equal_fresh_tokenisation(tmp_path, tokenizer, monkeypatch):
     assert [row.tolist() for row in second] == expected
 
 
+def test_an_empty_split_stays_empty_through_the_cache(tmp_path, tokenizer):
+    assert tokenize(tokenizer, [], 8, tmp_path) == [] and tokenize(tokenizer, [], 8, tmp_path) == []
+
+
 def test_changed_text_or_length_gets_a_new_entry(tmp_path, tokenizer):
     tokenize(tokenizer, TEXTS, 8, tmp_path)
     edited = tokenize(tokenizer, TEXTS[:-1] + ["[RELIGION] said it was fine"], 8, tmp_path)

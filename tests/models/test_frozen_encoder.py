@@ -14,6 +14,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from src.data.embeddings import EmbeddingDataModule
 from src.errors import ConfigError
+from src.export import to_hf
 from src.models.frozen import LinearProbe
 from src.models.inference import predict_scores
 from src.models.loading import load_for_inference
@@ -138,6 +139,9 @@ def test_frozen_encoder_trains_end_to_end_with_smote(tmp_path, tiny_bert, multil
     # a saved probe is a whole model: from token ids it gives what its head gives on the cached embeddings
     loaded = load_for_inference(summary["best_checkpoint"])
     assert isinstance(loaded.model, LinearProbe) and loaded.model.hparams.hidden == (0 if multilabel else 8)
+    if not multilabel:  # the HF model file has a linear head only
+        with pytest.raises(ConfigError, match="format=onnx"):
+            to_hf(loaded)
     module = instantiate(compose_train(tmp_path, quick(tiny_bert, paths, *extra, f"data.precision={EXACT}")).data)
     texts = module.data.splits["test"].texts
     from_tokens = predict_scores(loaded.model, loaded.tokenizer, texts, loaded.max_length, precision=EXACT)
