@@ -164,9 +164,9 @@ def run_labelwise(args, subset: Path) -> dict:
         f"optim.lr={args.lr}",
         f"trainer.max_epochs={args.epochs}",
         "callbacks.early_stopping=null",
-        "callbacks.progress_bar=null",
         "trainer.enable_progress_bar=false",
         "logger=none",
+        "report=false",  # plots nobody reads here
         f"seed={args.seed}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

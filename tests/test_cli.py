@@ -15,15 +15,17 @@ from tests.conftest import ROOT
 from tests.test_train import on_tiny, write_dataset
 
 pytestmark = pytest.mark.slow
-QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null"]
+QUIET = ["trainer.enable_progress_bar=false"]
 
 
 def run_cli(
-    cwd: Path, *args: str, module: str = "src.train", check: bool = True
+    cwd: Path, *args: str, module: str = "src.train", check: bool = True, stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
+        timeout=600,
     )
     if check and result.returncode != 0:
         raise AssertionError(

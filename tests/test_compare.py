@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,7 +15,7 @@ from sklearn.metrics import f1_score
 
 from src.compare import compare, paired_bootstrap, paired_tests
 from src.errors import ConfigError
-from tests.conftest import ROOT
+from tests.test_cli import run_cli
 
 # test/macro_f1 by loss and seed; focal seed 5 failed, bce has a seed 6 no other group has
 TEST_F1 = {
@@ -185,12 +182,9 @@ def test_bad_metric_and_bad_run_id_say_what_exists(store):
 
 def test_cli_prints_the_table_writes_and_logs_the_files(store):
     run_dir = store["tmp"] / "cli"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
-    result = subprocess.run(
-        [sys.executable, "-m", "src.compare", f"paths.mlflow_uri={store['uri']}", f"sweep={store['parent']}",
-         "metric=val/macro_f1", f"hydra.run.dir={run_dir}"],
-        cwd=store["tmp"], env=env, capture_output=True, text=True, timeout=120,
-    )
+    result = run_cli(store["tmp"], f"paths.mlflow_uri={store['uri']}", f"sweep={store['parent']}",
+                     "metric=val/macro_f1", f"hydra.run.dir={run_dir}", module="src.compare", check=False,
+                     env={"COLUMNS": "250"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "val/macro_f1" in result.stdout and "Wilcoxon p" in result.stdout and "ddof=1" in result.stdout
     rows = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│")]

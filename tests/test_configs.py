@@ -295,7 +295,9 @@ def test_deepspeed_strategy(tmp_path):
     ],
     ids=["cpu", "gpu", "fdr", "limit", "overfit", "goemotions"],
 )
-def test_trainer_and_debug_options(tmp_path, overrides, expected):
+def test_trainer_and_debug_options(tmp_path, monkeypatch, overrides, expected):
+    monkeypatch.setattr("src.runtime.torch.cuda.is_available", lambda: False)  # the config, not this machine
+    monkeypatch.setattr("src.runtime.cpu_has_native_bf16", lambda: True)
     cfg = compose_train(tmp_path, overrides)
     trainer = instantiate_offline(cfg)["trainer"]
     assert trainer.gradient_clip_val == 1.0

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,8 @@ from src.models.inference import predict_scores
 from src.models.loading import load_for_inference
 from src.predict import predict_file
 from src.train import train
-from tests.conftest import ROOT, compose_train
+from tests.conftest import compose_train
+from tests.test_cli import run_cli
 from tests.test_train import WORDS, quick, write_dataset
 
 TEXTS = [
@@ -87,15 +85,6 @@ def test_loading_restores_the_trained_model(ckpt, loaded):
     assert loaded.max_length == 128  # data=jsonl's max_length, from the stored config
 
 
-def test_loading_rejects_missing_and_foreign_files(tmp_path):
-    with pytest.raises(ConfigError, match="nope.ckpt: no such file"):
-        load_for_inference(tmp_path / "nope.ckpt")
-    foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(ConfigError, match="not a labelwise checkpoint"):
-        load_for_inference(foreign)
-
-
 def test_predict_text_file_streams_in_order(loaded, tmp_path):
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
@@ -144,28 +133,16 @@ def test_bad_text_column_lists_what_is_there(loaded, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()  # a failed run leaves no half-written output
 
 
-def run_module(cwd: Path, module: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.mark.slow
 def test_predict_cli_reads_stdin(loaded, ckpt, tmp_path):
-    result = run_module(
+    result = run_cli(
         tmp_path,
-        "src.predict",
         f"ckpt_path={ckpt}",
         "input=-",
         "output=preds/out.jsonl",
         "precision=32-true",
+        module="src.predict",
+        check=False,
         stdin="\n".join(TEXTS) + "\n",
     )
     assert result.returncode == 0, result.stderr
@@ -190,7 +167,7 @@ def test_bad_input_gets_one_clear_message(ckpt, tmp_path, module, args, expected
     table = tmp_path / "t.csv"
     table.write_text("id,body\n1,hello\n")
     (tmp_path / "x.txt").write_text("hello\n")
-    result = run_module(tmp_path, module, *(a.format(ckpt=ckpt, table=table) for a in args))
+    result = run_cli(tmp_path, *(a.format(ckpt=ckpt, table=table) for a in args), module=module, check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: "), result.stderr
     for text in expected:

@@ -53,7 +53,6 @@ def quick(tiny_bert: str, paths: dict[str, Path], *extra: str) -> list[str]:
         *on_tiny(tiny_bert, paths),
         "trainer.max_epochs=3",
         "trainer.enable_progress_bar=false",
-        "callbacks.progress_bar=null",
         "optim.lr=1e-3",
         "data.batch_size=16",
         *extra,

@@ -20,7 +20,8 @@ from src.losses.ce import CrossEntropy
 from src.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
 from src.losses.combined import CombinedLoss
 from src.losses.focal import FocalLoss
-from tests.losses.test_bce_ce import np_bce, np_ce, np_log_softmax
+from tests.conftest import compose_train
+from tests.losses.test_bce_ce import MultilabelOnly, np_bce, np_ce, np_log_softmax
 
 LOSS_CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 
@@ -335,8 +336,8 @@ def test_combined_without_facts_leaves_inner_defaults_alone():
     assert seen == {"label_counts": [1, 2]}
 
 
-def test_combined_yaml_forwards_facts_to_a_nested_auto():
-    cfg = OmegaConf.load(LOSS_CONF / "combined.yaml")
+def test_combined_yaml_forwards_facts_to_a_nested_auto(tmp_path):
+    cfg = compose_train(tmp_path, ["loss=combined"]).loss
     cfg.first.pos_weight = "auto"
     loss = build_loss(instantiate(cfg), task="multilabel", label_counts=[10, 50, 0], num_examples=100)
     assert isinstance(loss, CombinedLoss) and isinstance(loss.second, AsymmetricLoss)
@@ -347,10 +348,6 @@ def test_combined_yaml_forwards_facts_to_a_nested_auto():
 def test_combined_rejects_bad_ratio_and_disjoint_tasks():
     with pytest.raises(ConfigError, match="ratio"):
         CombinedLoss(BinaryCrossEntropy, AsymmetricLoss, ratio=1.5)
-
-    class MultilabelOnly(Loss):
-        def forward(self, logits, targets):
-            return logits.sum()
 
     with pytest.raises(ConfigError, match="share no task"):
         CombinedLoss(MultilabelOnly, CrossEntropy)
@@ -435,8 +432,8 @@ def test_class_balanced_passes_facts_to_the_base_and_guards_its_inputs():
         ClassBalancedLoss(functools.partial(CombinedLoss, BinaryCrossEntropy, AsymmetricLoss), label_counts=[1, 2])
 
 
-def test_class_balanced_yaml(rng):
-    cfg = OmegaConf.load(LOSS_CONF / "class_balanced.yaml")
+def test_class_balanced_yaml(rng, tmp_path):
+    cfg = compose_train(tmp_path, ["loss=class_balanced"]).loss
     assert cfg.beta == 0.999
     factory = instantiate(cfg)
     with pytest.raises(ConfigError, match="label counts"):
@@ -450,14 +447,14 @@ def test_class_balanced_yaml(rng):
 # ---------------------------------------------------------------- configs
 
 
-def test_asymmetric_and_focal_yaml_instantiate_without_arguments():
+def test_asymmetric_and_focal_yaml_instantiate_without_arguments(tmp_path):
     asl = instantiate(OmegaConf.load(LOSS_CONF / "asymmetric.yaml"))()
     assert isinstance(asl, AsymmetricLoss) and isinstance(asl, Loss)
     assert (asl.gamma_neg, asl.gamma_pos, asl.clip, asl.eps, asl.detach_focusing) == (4.0, 0.0, 0.05, 1e-8, False)
     focal = instantiate(OmegaConf.load(LOSS_CONF / "focal.yaml"))()
     assert isinstance(focal, FocalLoss) and isinstance(focal, Loss)
     assert (focal.gamma, focal.alpha) == (2.0, 0.25)
-    combined = instantiate(OmegaConf.load(LOSS_CONF / "combined.yaml"))()
+    combined = instantiate(compose_train(tmp_path, ["loss=combined"]).loss)()
     assert isinstance(combined, CombinedLoss)
     assert isinstance(combined.first, BinaryCrossEntropy) and isinstance(combined.second, AsymmetricLoss)
 

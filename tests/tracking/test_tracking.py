@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from src.errors import ConfigError
+from src.models.loading import load_for_inference
 from src.summary import metrics_by_split
 from src.tracking.checkpoint import read_metadata
 from src.tracking.mlflow import flat_params
@@ -37,10 +38,11 @@ def test_metrics_by_split_groups_and_strips_epoch_suffix():
     assert metrics_by_split(metrics) == {"val": {"macro_f1": 0.5}, "train": {"loss": 0.3, "loss_step": 0.2}}
 
 
-def test_read_metadata_names_the_problem(tmp_path):
-    with pytest.raises(ConfigError, match="no such file"):
-        read_metadata(tmp_path / "missing.ckpt")
+@pytest.mark.parametrize("load", [read_metadata, load_for_inference], ids=["read_metadata", "load_for_inference"])
+def test_checkpoint_readers_name_the_problem(tmp_path, load):
+    with pytest.raises(ConfigError, match="missing.ckpt: no such file"):
+        load(tmp_path / "missing.ckpt")
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ConfigError, match="not a labelwise checkpoint"):
-        read_metadata(foreign)
+        load(foreign)
