@@ -136,24 +136,27 @@ def run_labelwise(args, subset: Path) -> dict:
     import src.train as entry
 
     class TrainTimer(L.Callback):
-        """Wall time of training batches only (validation inside the epoch is subtracted)."""
+        """Wall time of training batches only, like the peer's ``trainer.train()`` with evaluation and saving
+        off: each stretch runs from an epoch's first batch to the validation (and checkpoint saving) that ends
+        it, or to the epoch's end."""
 
         def __init__(self):
-            self.seconds = 0.0
+            self.seconds, self.start = 0.0, None
 
-        def on_train_epoch_start(self, *_):
-            self.start = time.perf_counter()
-
-        def on_validation_start(self, trainer, *_):
-            if trainer.training:
-                self.seconds += time.perf_counter() - self.start
-
-        def on_validation_end(self, trainer, *_):
-            if trainer.training:
+        def on_train_batch_start(self, *_):
+            if self.start is None:
                 self.start = time.perf_counter()
 
+        def _stop(self):
+            if self.start is not None:
+                self.seconds += time.perf_counter() - self.start
+                self.start = None
+
+        def on_validation_start(self, *_):  # trainer.training is False here: fit's stage is VALIDATING
+            self._stop()
+
         def on_train_epoch_end(self, *_):
-            self.seconds += time.perf_counter() - self.start
+            self._stop()
 
     timer = TrainTimer()
     overrides = [
@@ -168,6 +171,7 @@ def run_labelwise(args, subset: Path) -> dict:
         "logger=none",
         "report=false",  # plots nobody reads here
         f"seed={args.seed}",
+        *args.override,
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)

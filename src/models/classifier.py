@@ -10,6 +10,7 @@ from torch import nn
 
 from src.losses.base import Loss
 from src.metrics.classification import build_metrics, scores
+from src.models.fast_dropout import use_fast_dropout
 from src.models.modeling_labelwise import pool, pooled_width  # one definition, shared with the HF export
 from src.models.pretrained import load_encoder
 
@@ -46,6 +47,8 @@ class TextClassifier(L.LightningModule):
             self.encoder.pooler = None  # unused weights would break DDP and cost a matmul per batch
         width = pooled_width(self.encoder.config.hidden_size, pooling)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_labels))
+        use_fast_dropout(self.encoder)
+        use_fast_dropout(self.head)
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -122,4 +125,18 @@ class TextClassifier(L.LightningModule):
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
         else:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            clip_grad_norm(self.parameters(), gradient_clip_val)
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` that skips the rescaling pass when the norm is already within ``max_norm``.
+
+    torch always multiplies by ``min(1, max_norm / norm)`` to avoid a host sync; on CPU there is nothing to
+    sync, and most fine-tuning steps are not clipped, so checking first saves a pass over every gradient.
+    """
+    parameters = [p for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    if norm.device.type != "cpu" or norm > max_norm:
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+    return norm
+
