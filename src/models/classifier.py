@@ -22,6 +22,7 @@ class TextClassifier(L.LightningModule):
 
     ``loss``, ``optimizer`` and ``scheduler`` are optional so a trained model can be loaded for inference
     without them; ``pretrained=False`` skips loading encoder weights that a checkpoint will replace anyway.
+    ``fast_dropout`` draws CPU dropout masks the cheap way (src/models/fast_dropout.py); false keeps torch's.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class TextClassifier(L.LightningModule):
         pooling: str = "mean",
         dropout: float = 0.1,
         pretrained: bool = True,
+        fast_dropout: bool = True,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -47,8 +49,9 @@ class TextClassifier(L.LightningModule):
             self.encoder.pooler = None  # unused weights would break DDP and cost a matmul per batch
         width = pooled_width(self.encoder.config.hidden_size, pooling)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_labels))
-        use_fast_dropout(self.encoder)
-        use_fast_dropout(self.head)
+        if fast_dropout:
+            use_fast_dropout(self.encoder)
+            use_fast_dropout(self.head)
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

@@ -12,6 +12,7 @@ from src.errors import ConfigError
 from src.losses.base import Loss
 from src.metrics.classification import scores
 from src.models.classifier import TextClassifier
+from src.models.fast_dropout import use_fast_dropout
 from src.models.inference import autocast_for
 from src.runtime import fast_precision
 
@@ -38,16 +39,20 @@ class LinearProbe(TextClassifier):
         dropout: float = 0.1,
         hidden: int = 0,
         pretrained: bool = True,
+        fast_dropout: bool = True,
     ):
         if hidden < 0:
             raise ConfigError(f"model.hidden is the hidden layer width (0: a linear head), got {hidden}")
         super().__init__(name_or_path, num_labels, task, label_names, loss=loss, optimizer=optimizer,
-                         scheduler=scheduler, pooling=pooling, dropout=dropout, pretrained=pretrained)
+                         scheduler=scheduler, pooling=pooling, dropout=dropout, pretrained=pretrained,
+                         fast_dropout=fast_dropout)
         self.encoder.requires_grad_(False)  # the optimizer factory skips frozen parameters
         if hidden:
             width = self.head[1].in_features
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
                                       nn.Linear(hidden, num_labels))
+            if fast_dropout:
+                use_fast_dropout(self.head)
 
     def logits(self, batch: dict) -> torch.Tensor:
         return self.head(batch["embeddings"])
