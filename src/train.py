@@ -21,7 +21,7 @@ from src import resolvers
 from src.errors import ConfigError, reported_to_user
 from src.evaluation import evaluate
 from src.losses.base import build_loss
-from src.runtime import keep_large_allocations
+from src.runtime import allow_tf32, keep_large_allocations
 from src.summary import merge_metrics, metrics_by_split, print_summary, write_summary
 from src.tracking.checkpoint import RunMetadata, read_metadata, store_thresholds
 from src.tracking.mlflow import (
@@ -98,6 +98,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         cfg = resume_config(cfg)
     refuse_multirun_with_ddp(cfg)
     keep_large_allocations()
+    allow_tf32()
     L.seed_everything(cfg.seed, workers=True)
     loggers = instantiate_dict(cfg.logger)
     mlflow = find_mlflow(loggers) if rank_zero_only.rank == 0 else None
@@ -132,6 +133,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
     )
+    if cfg.get("compile", False):  # configs stored before the key existed lack it
+        model.encoder.compile(dynamic=True)  # in place: checkpoint keys stay those of the plain encoder
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_dict(cfg.callbacks)
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then

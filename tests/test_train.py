@@ -159,3 +159,31 @@ def test_direct_clipping_bounds_the_gradient_norm(tiny_bert):
     model.configure_gradient_clipping(None, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
     assert norm == pytest.approx(0.5, rel=1e-3)  # clip_grad_norm_ divides by (norm + 1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 10.0], ids=["within-bounds", "clipped"])
+def test_clip_grad_norm_matches_torch(scale):
+    """Ours skips the rescale when nothing needs clipping; the gradients and norm equal torch's either way."""
+    from src.models.classifier import clip_grad_norm
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(7, 5)) for _ in range(4)]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for mine, reference in zip(ours, theirs):
+        mine.grad = torch.randn(7, 5) * scale
+        reference.grad = mine.grad.clone()
+    assert clip_grad_norm(iter(ours), 1.0) == torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    for mine, reference in zip(ours, theirs):
+        assert torch.equal(mine.grad, reference.grad)
+
+
+def test_compile_preset_trains_and_saves_plain_checkpoint_keys(tmp_path, tiny_bert):
+    """compile=true compiles the encoder in place: it trains, and its checkpoint loads for inference."""
+    from src.models.loading import load_for_inference
+
+    paths = write_dataset(tmp_path, multilabel=True, rows=32)
+    cfg = compose_train(tmp_path, quick(tiny_bert, paths, "compile=true", "trainer.max_epochs=1", "logger=none",
+                                        "report=false"))
+    summary = train(cfg)
+    assert torch.isfinite(torch.tensor(summary["metrics"]["train"]["loss"]))
+    assert load_for_inference(summary["best_checkpoint"]).model is not None
