@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from src.errors import ConfigError
 from src.losses.base import Loss
 from src.metrics.classification import build_metrics, scores
 from src.models.fast_dropout import use_fast_dropout
@@ -42,6 +43,8 @@ class TextClassifier(L.LightningModule):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not isinstance(fast_dropout, bool):
+            raise ConfigError(f"model.fast_dropout is true or false, got {fast_dropout!r}")
         self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler", "pretrained"], logger=False)
         # from_pretrained returns eval mode and Lightning keeps submodule modes: without this, no dropout.
         self.encoder = load_encoder(name_or_path, pretrained=pretrained).train()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoModel
 
+from src.errors import ConfigError
 from src.models.classifier import TextClassifier
 from src.models.fast_dropout import ATTENTION, FastDropout, attention, fast_dropout, keep_mask, quantised
 
@@ -133,3 +134,5 @@ def test_it_can_be_switched_off(tiny_bert):
     model = TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=list("abc"), fast_dropout=False)
     assert not [m for m in model.modules() if isinstance(m, FastDropout)]
     assert model.encoder.config._attn_implementation == "sdpa"
+    with pytest.raises(ConfigError, match="model.fast_dropout is true or false, got 'maybe'"):
+        TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=list("abc"), fast_dropout="maybe")
