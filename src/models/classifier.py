@@ -53,8 +53,7 @@ class TextClassifier(L.LightningModule):
         width = pooled_width(self.encoder.config.hidden_size, pooling)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_labels))
         if fast_dropout:
-            use_fast_dropout(self.encoder)
-            use_fast_dropout(self.head)
+            use_fast_dropout(self)
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 LEVELS = 1 << 16  # resolution of the keep probability
 ATTENTION = "labelwise_sdpa"  # SDPA, except training-time attention dropout on CPU
@@ -74,16 +74,13 @@ ALL_ATTENTION_FUNCTIONS.register(ATTENTION, attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
 
 
-def use_fast_dropout(model: nn.Module) -> nn.Module:
-    """Swap every ``nn.Dropout`` for :class:`FastDropout` and SDPA attention for :func:`attention`, in place.
-
-    Models on eager or custom attention (DeBERTa's disentangled attention) keep their attention as it is.
-    """
+def use_fast_dropout(model: nn.Module) -> None:
+    """Swap every ``nn.Dropout`` in ``model`` for :class:`FastDropout`, and the attention of every Hugging Face
+    model in it that runs on SDPA for :func:`attention`, in place. Models on eager or custom attention (DeBERTa's
+    disentangled attention) keep their attention as it is."""
     for parent in model.modules():
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
                 setattr(parent, name, FastDropout(child.p, child.inplace))
-    config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) == "sdpa":
-        model.set_attn_implementation(ATTENTION)
-    return model
+        if isinstance(parent, PreTrainedModel) and parent.config._attn_implementation == "sdpa":
+            parent.set_attn_implementation(ATTENTION)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch import nn
 
 from src.errors import ConfigError
-from src.losses.base import Loss
 from src.metrics.classification import scores
 from src.models.classifier import TextClassifier
 from src.models.fast_dropout import use_fast_dropout
@@ -26,32 +23,17 @@ class LinearProbe(TextClassifier):
     saved probe predicts, evaluates and exports like a fine-tuned model.
     """
 
-    def __init__(
-        self,
-        name_or_path: str,
-        num_labels: int,
-        task: str,
-        label_names: list[str],
-        loss: Loss | None = None,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., dict] | None = None,
-        pooling: str = "mean",
-        dropout: float = 0.1,
-        hidden: int = 0,
-        pretrained: bool = True,
-        fast_dropout: bool = True,
-    ):
+    def __init__(self, name_or_path: str, *, hidden: int = 0, **kwargs):
+        """``kwargs`` are TextClassifier's (Lightning records them as hyperparameters together with ``hidden``)."""
         if hidden < 0:
             raise ConfigError(f"model.hidden is the hidden layer width (0: a linear head), got {hidden}")
-        super().__init__(name_or_path, num_labels, task, label_names, loss=loss, optimizer=optimizer,
-                         scheduler=scheduler, pooling=pooling, dropout=dropout, pretrained=pretrained,
-                         fast_dropout=fast_dropout)
+        super().__init__(name_or_path, **kwargs)
         self.encoder.requires_grad_(False)  # the optimizer factory skips frozen parameters
         if hidden:
-            width = self.head[1].in_features
+            width, num_labels, dropout = self.head[1].in_features, self.head[1].out_features, self.hparams.dropout
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
                                       nn.Linear(hidden, num_labels))
-            if fast_dropout:
+            if self.hparams.fast_dropout:
                 use_fast_dropout(self.head)
 
     def logits(self, batch: dict) -> torch.Tensor:
