@@ -42,7 +42,7 @@ COLUMNS = {
 def run_one(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
     run_dir = args.output / name
     command = [
-        sys.executable, "-m", "src.train", "experiment=goemotions_baseline", f"data.data_dir={args.data_dir}",
+        sys.executable, "-m", "src.train", "experiment=goemotions_baseline", f"data.source.data_dir={args.data_dir}",
         f"trainer.max_epochs={args.epochs}", f"seed={args.seed}", "task_name=loss_benchmark",
         f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false", *overrides, *args.override,
     ]

@@ -4,7 +4,7 @@
 
 Same model (bundled MiniLM), same GoEmotions subset, batch size, max length, learning rate and number of
 optimizer steps: (a) HF Trainer + DataCollatorWithPadding, (b) `src.train` with its defaults. Each run is a
-subprocess (clean peak RSS), alternating a, b, a, b. Then inference: `predict_scores` (the engine behind
+subprocess (clean peak RSS), alternating a, b, a, b. Then inference: `Predictor.scores` (the engine behind
 `src.predict`) against `pipeline("text-classification")` on the same texts. Last line:
 `train speedup: X.XX  inference speedup: Y.YY`.
 """
@@ -71,7 +71,7 @@ def run_hf(args, subset: Path) -> dict:
     )
 
     from src.data.sources.goemotions import LABELS
-    from src.models.pretrained import resolve
+    from src.pretrained import resolve
 
     path = resolve(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -161,7 +161,7 @@ def run_labelwise(args, subset: Path) -> dict:
     timer = TrainTimer()
     overrides = [
         "data=goemotions",
-        f"data.data_dir={subset}",
+        f"data.source.data_dir={subset}",
         f"data.batch_size={args.batch_size}",
         f"data.max_length={args.max_length}",
         f"optim.lr={args.lr}",
@@ -194,20 +194,22 @@ def run_inference(args, subset: Path) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     from src.data.sources.goemotions import LABELS
-    from src.models.classifier import TextClassifier
-    from src.models.inference import predict_scores
-    from src.models.pretrained import resolve
+    from src.inference import Predictor
+    from src.labels import LabelSpace
+    from src.models.build import classifier
+    from src.pretrained import resolve
 
     texts = [text for text, _ in read_tsv(subset / "dev.tsv", args.val_size)]
     path = resolve(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    ours = TextClassifier(MODEL, num_labels=len(LABELS), task="multilabel", label_names=list(LABELS))
+    net = classifier(MODEL, labels=LabelSpace("multilabel", LABELS), max_length=args.max_length).eval()
+    ours = Predictor(net, tokenizer, metadata={})
     peer = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(LABELS))
     classify = pipeline("text-classification", model=peer, tokenizer=tokenizer, device=-1, top_k=None)
     results = {}
     for _ in range(2):  # alternate, keep the better of two
         start = time.perf_counter()
-        predict_scores(ours, tokenizer, texts, max_length=args.max_length)
+        ours.scores(texts)
         results["ours"] = max(results.get("ours", 0), len(texts) / (time.perf_counter() - start))
         start = time.perf_counter()
         with torch.inference_mode():

@@ -10,9 +10,7 @@ run under ``compare/``.
 from __future__ import annotations
 
 import csv
-import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,25 +20,14 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
-from scipy.stats import ttest_rel, wilcoxon
 
+from src import CONFIG_PATH
 from src.errors import ConfigError, reported_to_user
-from src.metrics.f1 import macro_f1_from_counts, one_hot_targets
-from src.metrics.resampling import resample_weights
+from src.metrics.statistics import Bootstrap, paired_bootstrap, paired_tests
 from src.tracking.sweep_results import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
 
 COLUMNS = ("group", "n", "mean ± std", "min", "max", "Δ vs best", "pairs", "t-test p", "Wilcoxon p",
            "bootstrap Δ [95% CI]", "bootstrap p")
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    """Macro-F1 of the best group minus the other's: observed, 95% percentile interval, two-sided p-value."""
-
-    difference: float
-    low: float
-    high: float
-    p: float
 
 
 @dataclass
@@ -103,60 +90,6 @@ def _seed_order(seed: str | None) -> tuple:
         return (1, 0.0, str(seed))
 
 
-def _finite(p: float) -> float | None:
-    return None if math.isnan(p) else float(p)
-
-
-def paired_tests(best: np.ndarray, other: np.ndarray) -> tuple[float | None, float | None]:
-    """p-values of scipy's paired t-test and Wilcoxon signed-rank test; None with fewer than 2 pairs or when no pair
-    differs (both tests are undefined then)."""
-    if len(best) < 2 or np.array_equal(best, other):
-        return None, None
-    with warnings.catch_warnings():  # constant differences: scipy warns about precision but its p-values stand
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return _finite(ttest_rel(best, other).pvalue), _finite(wilcoxon(best, other).pvalue)
-
-
-def _macro_f1(weights: np.ndarray, targets: np.ndarray, predictions: np.ndarray, task: str) -> np.ndarray:
-    """Macro-F1 for each row of draw counts ``weights`` [B, N] on bool [N, C] targets and predictions, with the
-    conventions of the training report."""
-    tp, fp, fn = (weights @ m.astype(np.float32) for m in (targets & predictions, ~targets & predictions,
-                                                            targets & ~predictions))
-    return macro_f1_from_counts(tp, fp, fn, task)
-
-
-def paired_bootstrap(
-    targets: np.ndarray, best: list[np.ndarray], other: list[np.ndarray], n: int = 2000, seed: int = 0
-) -> Bootstrap:
-    """Paired bootstrap of the macro-F1 difference ``best - other`` over examples.
-
-    ``targets`` are multi-hot [N, C] (multi-label) or class ids [N] (multi-class); ``best`` and ``other`` hold one
-    prediction array of the same form per matched seed. Each resample draws example indices with replacement (resample
-    ``b``: the ``b``-th ``rng.integers(0, N, size=N)`` on ``np.random.default_rng(seed)``), uses the same draw for
-    every seed, and takes the difference of the seed-averaged macro-F1s. p is twice the fraction of resamples on the
-    other side of 0 from the observed difference (``<= 0`` when it is positive), capped at 1; 1 when it is 0.
-    """
-    targets = np.asarray(targets)
-    arrays = [np.asarray(p) for p in (*best, *other)]
-    task = "multiclass" if targets.ndim == 1 else "multilabel"
-    width = 1 + int(max(targets.max(), *(p.max() for p in arrays))) if task == "multiclass" else targets.shape[1]
-    truth, decisions = one_hot_targets(targets, width, task), [one_hot_targets(p, width, task) for p in arrays]
-
-    def difference(weights: np.ndarray) -> np.ndarray:
-        scores = [_macro_f1(weights, truth, d, task) for d in decisions]
-        return np.mean(scores[: len(best)], axis=0) - np.mean(scores[len(best):], axis=0)
-
-    observed = float(difference(np.ones((1, len(truth)), dtype=np.float32))[0])
-    resampled = np.concatenate([difference(w) for w in resample_weights(len(truth), n, seed)])
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    if observed == 0:
-        p = 1.0
-    else:
-        crossing = resampled <= 0 if observed > 0 else resampled >= 0
-        p = min(1.0, 2 * float(crossing.mean()))
-    return Bootstrap(observed, float(low), float(high), p)
-
-
 # ---------------------------------------------------------------- reading and comparing
 
 
@@ -208,13 +141,15 @@ def _bootstrap(
     if not usable:
         return None, []
     pairs = [(predictions(best.run_ids[s]), predictions(other.run_ids[s])) for s in usable]
-    targets = pairs[0][0][0]
-    same = all(np.array_equal(t, targets) and p.shape == targets.shape for pair in pairs for t, p in pair)
+    first = pairs[0][0]
+    same = all(np.array_equal(saved.targets, first.targets) and saved.labels == first.labels
+               for pair in pairs for saved in pair)
     if not same:
-        notes.append(f"{best.name} vs {other.name}: the saved predictions_{split}.npz do not share their targets: "
-                     "no paired bootstrap")
+        notes.append(f"{best.name} vs {other.name}: the saved predictions_{split}.npz do not share their targets and "
+                     "labels: no paired bootstrap")
         return None, []
-    result = paired_bootstrap(targets, [b[1] for b, _ in pairs], [o[1] for _, o in pairs], resamples, seed)
+    result = paired_bootstrap(first.labels, first.targets, [b.predictions for b, _ in pairs],
+                              [o.predictions for _, o in pairs], resamples, seed)
     return result, usable
 
 
@@ -381,7 +316,7 @@ def compare_sweep(cfg: DictConfig) -> Comparison:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="compare")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per predictions file otherwise
     with reported_to_user():

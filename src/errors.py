@@ -21,9 +21,17 @@ class ConfigError(LabelwiseError):
 
 
 def user_message(error: BaseException) -> str | None:
-    """``error: ...`` for a LabelwiseError (also one Hydra's instantiate wrapped), None for a bug."""
-    cause = error if isinstance(error, LabelwiseError) else error.__cause__
-    return f"error: {cause}" if isinstance(cause, LabelwiseError) else None
+    """``error: ...`` for a LabelwiseError (also one Hydra's instantiate wrapped) or a required config value left
+    unset (``???``), None for a bug."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    for candidate in (error, error.__cause__):
+        if isinstance(candidate, LabelwiseError):
+            return f"error: {candidate}"
+        if isinstance(candidate, MissingMandatoryValue):
+            key = candidate.full_key
+            return f"error: {key} is required: pass {key}=<value> on the command line"
+    return None
 
 
 def describe(error: BaseException) -> str:

@@ -10,22 +10,20 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import hydra
-import numpy as np
 import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from src import resolvers
+from src import CONFIG_PATH, resolvers
 from src.errors import ConfigError, DataError, reported_to_user
-from src.metrics.thresholds import decide
-from src.models.inference import predict_scores
-from src.models.loading import Loaded, load_for_inference
+from src.inference import Predictor
+from src.progress import progress
 
 resolvers.register()
 
@@ -103,23 +101,6 @@ def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def predict_chunk(loaded: Loaded, texts: list[str], batch_size: int = 128, precision: str | None = None) -> list[dict]:
-    """One prediction per text, in order; blank texts never reach the model and get no labels or scores."""
-    records: list[dict[str, Any]] = [{"text": text, "labels": [], "scores": {}} for text in texts]
-    rows = [i for i, text in enumerate(texts) if text.strip()]
-    if not rows:
-        return records
-    names = loaded.label_names
-    scores = predict_scores(
-        loaded.model, loaded.tokenizer, [texts[i] for i in rows], loaded.max_length, batch_size, precision
-    )
-    decisions = decide(scores, loaded.thresholds, loaded.task)
-    for row, probabilities, chosen in zip(rows, scores, decisions):
-        records[row]["labels"] = [names[j] for j in np.flatnonzero(chosen)]
-        records[row]["scores"] = {name: round(float(p), 6) for name, p in zip(names, probabilities)}
-    return records
-
-
 @contextmanager
 def open_output(target: str | Path) -> Iterator[IO[str]]:
     """``-`` is stdout; a file is written beside its final name and renamed only when complete, so a failure
@@ -138,30 +119,15 @@ def open_output(target: str | Path) -> Iterator[IO[str]]:
         partial.unlink(missing_ok=True)
 
 
-def progress_bar(enabled: bool):
-    if not enabled:
-        return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("predicting"),
-        BarColumn(),
-        TextColumn("{task.completed:,} texts"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-
-
 def predict_file(
-    loaded: Loaded,
+    predictor: Predictor,
     input_path: str | Path,
     output_path: str | Path,
     batch_size: int = 128,
     chunk_size: int = 2048,
     text_column: str = "text",
     precision: str | None = None,
-    progress: bool = False,
+    show_progress: bool = False,
 ) -> int:
     """Write one JSON line per input text (``{"text", "labels", "scores"}``) in input order; returns the count."""
     if batch_size < 1 or chunk_size < 1:
@@ -170,14 +136,13 @@ def predict_file(
     try:
         pending = chunks(iter_texts(input_path, text_column), chunk_size)
         first = next(pending, [])  # a bad header or first record fails here: before any output or progress bar
-        with open_output(output_path) as out, progress_bar(progress) as bar:
-            task = bar.add_task("predict", total=None) if bar else None
+        with open_output(output_path) as out, progress("predicting" if show_progress else None,
+                                                       unit="texts") as advance:
             for chunk in chain([first] if first else [], pending):
-                for record in predict_chunk(loaded, chunk, batch_size, precision):
+                for record in predictor.predict(chunk, batch_size, precision):
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += len(chunk)
-                if bar:
-                    bar.advance(task, len(chunk))
+                advance(len(chunk))
             out.flush()
     except UnicodeDecodeError as error:
         raise DataError(f"input={input_path}: not UTF-8 text ({error}). Convert it to UTF-8 first.") from None
@@ -203,25 +168,26 @@ def predict(cfg: DictConfig) -> int:
             "input= is required: pass input=<file> (text lines, .csv, .tsv or .jsonl) or input=- for stdin."
         )
     source = STDIO if str(cfg.input) == STDIO else to_absolute_path(str(cfg.input))
-    target = STDIO if str(cfg.output) == STDIO else to_absolute_path(str(cfg.output))
+    output = cfg.output or (STDIO if source == STDIO else "predictions.jsonl")
+    target = STDIO if str(output) == STDIO else to_absolute_path(str(output))
     check_input(source)  # before the (slow) model load
-    loaded = load_for_inference(to_absolute_path(str(cfg.ckpt_path)), resolve_device(cfg.device))
+    predictor = Predictor.from_checkpoint(to_absolute_path(str(cfg.ckpt_path)), resolve_device(cfg.device))
     count = predict_file(
-        loaded,
+        predictor,
         source,
         target,
         batch_size=cfg.batch_size,
         chunk_size=cfg.chunk_size,
         text_column=cfg.text_column,
         precision=cfg.precision,
-        progress=target != STDIO,
+        show_progress=target != STDIO,
     )
     if target != STDIO:
         print(f"wrote {count:,} predictions to {target}", file=sys.stderr)
     return count
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with reported_to_user():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+from contextlib import nullcontext
 
 import torch
 
@@ -51,3 +52,12 @@ def keep_large_allocations() -> bool:
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_mmap_threshold, one_gib = -1, -3, 1 << 30
     return bool(libc.mallopt(m_mmap_threshold, one_gib) and libc.mallopt(m_trim_threshold, one_gib))
+
+
+def autocast_for(device: torch.device, precision: str):
+    """An autocast context matching a Lightning precision string (``bf16-mixed``, ``16-mixed``, ``32-true``)."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return nullcontext()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from src.io import write_json
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("loss", "macro_f1", "micro_f1", "macro_f1_tuned")
@@ -23,13 +24,8 @@ def metrics_by_split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return out
 
 
-def merge_metrics(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-split union; ``extra`` (the post-training evaluation) wins where both have a key."""
-    return {split: {**base.get(split, {}), **extra.get(split, {})} for split in {*base, *extra}}
-
-
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(path, summary)
 
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:

@@ -1,8 +1,8 @@
-"""python -m src.train [group=option ...] [key=value ...]: compose, instantiate, fit, test, summarise."""
+"""python -m src.train [group=option ...] [key=value ...]: instantiate, fit, validate and test the best checkpoint,
+summarise."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,31 +12,24 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src import resolvers
+from src import CONFIG_PATH, resolvers
+from src.callbacks.curves import TrainingCurves
+from src.callbacks.evaluation import Evaluation
 from src.errors import ConfigError, reported_to_user
-from src.evaluation import evaluate
 from src.losses.base import build_loss
+from src.models.module import ClassifierModule
 from src.runtime import allow_tf32, keep_large_allocations
-from src.summary import merge_metrics, metrics_by_split, print_summary, write_summary
-from src.tracking.checkpoint import RunMetadata, read_metadata, store_thresholds
-from src.tracking.mlflow import (
-    find_mlflow,
-    flat_params,
-    log_evaluation,
-    log_run_config,
-    record_failure,
-    tag_run,
-    training_history,
-)
+from src.summary import metrics_by_split, print_summary, write_summary
+from src.tracking.checkpoint import AtomicCheckpointIO, RunMetadata, read_metadata
+from src.tracking.mlflow import find_mlflow, flat_params, log_run_config, record_failure, tag_run
 from src.tracking.naming import override_key
 from src.tracking.sweep import hydra_run_name, in_multirun, job_failure_file, job_tags
 
-log = logging.getLogger(__name__)
 resolvers.register()
 
 PARAM_SECTIONS = ("data", "model", "loss", "optim", "scheduler", "trainer", "seed")
@@ -64,6 +57,9 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     """The checkpoint's own config with this command's key=value overrides on top, so a plain
     ``ckpt_path=...`` continues the same experiment (and MLflow run) in a new output directory."""
     metadata = read_metadata(cfg.ckpt_path)
+    if not metadata.get("resumable", True):
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} was written by labelwise 0.1: it can be evaluated, predicted "
+                          "with and exported, but not resumed. Start a new run instead.")
     stored = OmegaConf.create(metadata["config_unresolved"])
     groups = set(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else set()
     changes = [item for item in overrides() if not item.startswith(("ckpt_path=", "hydra."))]
@@ -115,70 +111,48 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogger | None,
                      extra_callbacks: Sequence[L.Callback]) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
+    labels = datamodule.label_space
     if mlflow:
         tag_run(mlflow, {"labelwise.data_fingerprint": datamodule.fingerprint})
-    loss = build_loss(
-        instantiate(cfg.loss),
-        task=datamodule.task,
-        label_counts=datamodule.label_counts,
-        num_examples=datamodule.num_train,
-    )
-    model = instantiate(
-        cfg.model,
-        _convert_="all",
-        num_labels=datamodule.num_labels,
-        task=datamodule.task,
-        label_names=datamodule.label_names,
-        loss=loss,
-        optimizer=instantiate(cfg.optim),
-        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-    )
+    # a partial, called with the real objects: Hydra would turn a dataclass argument into a config node
+    net = instantiate(cfg.model, _partial_=True)(labels=labels, max_length=datamodule.max_length)
     if cfg.get("compile", False):  # configs stored before the key existed lack it
-        model.encoder.compile(dynamic=True)  # in place: checkpoint keys stay those of the plain encoder
+        net.encoder.compile(dynamic=True)  # in place: checkpoint keys stay those of the plain encoder
+    module = ClassifierModule(net, labels, loss=build_loss(instantiate(cfg.loss), labels),
+                              optimizer=instantiate(cfg.optim),
+                              scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None)
+
+    output_dir = Path(cfg.paths.output_dir)
+    report_dir = output_dir / "report" if cfg.report else None
+    evaluation = Evaluation(OmegaConf.to_container(cfg.thresholds) if cfg.thresholds else None, report_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = instantiate_dict(cfg.callbacks)
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks += [RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *extra_callbacks]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-
+    callbacks = [c for c in instantiate_dict(cfg.callbacks) if not refused(c, cfg, loggers)]
+    callbacks += [evaluation, TrainingCurves(report_dir / "training_curves.png" if report_dir else None),
+                  RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *extra_callbacks]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    datamodule.attach(net, trainer.precision)
     if mlflow:
-        log_run_config(
-            mlflow,
-            {**flat_params(resolved, PARAM_SECTIONS), **group_choices()},
-            OmegaConf.to_yaml(resolved),
-            overrides(),
-            resumed=bool(cfg.ckpt_path),
-        )
+        log_run_config(mlflow, {**flat_params(resolved, PARAM_SECTIONS), **group_choices()},
+                       OmegaConf.to_yaml(resolved), overrides(), resumed=bool(cfg.ckpt_path))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = dict(trainer.callback_metrics)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    train_metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("train/")}
     # read before validate/test: restoring the best checkpoint also restores the callback's older state
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     last = getattr(trainer.checkpoint_callback, "last_model_path", "")
+    evaluated = {}
     evaluate_from = "best" if best else None
-    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+    evaluated.update(trainer.validate(module, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
     if cfg.test and datamodule.has_split("test"):
-        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+        evaluated.update(trainer.test(module, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
 
-    output_dir = Path(cfg.paths.output_dir)
-    splits = ["val"] + (["test"] if cfg.test and datamodule.has_split("test") else [])
-    calibration = OmegaConf.to_container(cfg.thresholds) if cfg.thresholds else None
-    results = {"thresholds": None, "metrics": {}}
-    if trainer.is_global_zero:
-        report_dir = output_dir / "report" if cfg.report else None
-        history = training_history(mlflow) if mlflow and report_dir else None  # only the report plots it
-        results = evaluate(model, datamodule, splits, trainer.precision, calibration, report_dir, history)
-        for path in (best, last):
-            if path and results["thresholds"]:
-                store_thresholds(path, results["thresholds"])
-        if mlflow:
-            log_evaluation(mlflow, results["metrics"], report_dir)
-
+    metrics = metrics_by_split({**train_metrics, **evaluated})
+    for split, row in evaluation.results.items():  # the same pass, at full precision and with the intervals
+        metrics[split] = {**metrics.get(split, {}), **row}
     summary = {
         "run_name": hydra_run_name(),
-        "task": datamodule.task,
-        "label_names": datamodule.label_names,
+        "task": labels.task,
+        "label_names": list(labels.names),
         "output_dir": str(output_dir),
         "best_checkpoint": best or None,
         "last_checkpoint": last or None,
@@ -187,23 +161,32 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
             "tracking_uri": cfg.paths.mlflow_uri if mlflow else None,
             "experiment": cfg.task_name,
         },
-        "metrics": merge_metrics(metrics_by_split({key: float(value) for key, value in metrics.items()}),
-                                 results["metrics"]),
-        "thresholds": results["thresholds"],
-        "optimized_metric": {"name": cfg.optimized_metric, "value": _metric(metrics, cfg.optimized_metric)},
+        "metrics": metrics,
+        "thresholds": net.config.thresholds,
+        "optimized_metric": {"name": cfg.optimized_metric, "value": metric_value(metrics, cfg.optimized_metric)},
     }
     if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
         write_summary(output_dir / "summary.json", summary)
         print_summary(summary)
     return summary
 
 
-def _metric(metrics: dict[str, Any], name: str) -> float | None:
-    return float(metrics[name]) if name in metrics else None
+def refused(callback: L.Callback, cfg: DictConfig, loggers: list[Logger]) -> bool:
+    """Callbacks Lightning refuses in this setting: a progress bar with ``enable_progress_bar=false``, a learning-rate
+    monitor without a logger."""
+    if isinstance(callback, ProgressBar):
+        return not cfg.trainer.get("enable_progress_bar", True)
+    return isinstance(callback, LearningRateMonitor) and not loggers
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def metric_value(metrics: dict[str, dict[str, Any]], name: str) -> float | None:
+    """``"val/macro_f1"`` looked up in the per-split summary metrics."""
+    split, _, key = name.partition("/")
+    value = metrics.get(split, {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns the optimized metric to sweepers; in a sweep a failed job returns None and the sweep goes on."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -3,50 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_train import on_tiny, write_dataset
+from tests.helpers import QUIET, run_cli, runs_in, tiny_data_args
 
 pytestmark = pytest.mark.slow
-QUIET = ["trainer.enable_progress_bar=false"]
-
-
-def run_cli(
-    cwd: Path, *args: str, module: str = "src.train", check: bool = True, stdin: str | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
-        timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
-        )
-    return result
-
-
-def tiny_data_args(tmp_path: Path, tiny_bert: str, multilabel: bool) -> list[str]:
-    paths = write_dataset(tmp_path, multilabel=multilabel)
-    return [
-        *on_tiny(tiny_bert, paths),
-        "optim.lr=1e-3",
-        *QUIET,
-    ]
-
-
-def runs_in(store: Path) -> list:
-    client = mlflow.MlflowClient(f"sqlite:///{store}")
-    experiments = client.search_experiments()
-    return client.search_runs([e.experiment_id for e in experiments])
 
 
 def test_default_run_end_to_end(tmp_path):
@@ -160,11 +124,12 @@ def test_multirun_with_ddp_is_refused(tmp_path, tiny_bert):
     ("args", "expected"),
     [
         (["loss=nope"], ["Could not find 'loss/nope'", "bce", "ce"]),
-        (["data=csv", "data.train=missing.csv"], ["missing.csv", "data.train"]),
+        (["data=csv", "data.source.train=missing.csv"], ["missing.csv", "data.source.train"]),
+        (["data=csv"], ["error: data.source.train is required: pass data.source.train=<value>"]),
         (["ckpt_path=nowhere.ckpt"], ["nowhere.ckpt: no such file"]),
-        (["data=goemotions", "data.data_dir=no_such_dir"], ["no_such_dir", "data.data_dir"]),
+        (["data=goemotions", "data.source.data_dir=no_such_dir"], ["no_such_dir", "data.source.data_dir"]),
     ],
-    ids=["unknown-option", "missing-file", "missing-checkpoint", "missing-data-dir"],
+    ids=["unknown-option", "missing-file", "missing-value", "missing-checkpoint", "missing-data-dir"],
 )
 def test_bad_input_gets_one_clear_message(tmp_path, args, expected):
     result = run_cli(tmp_path, *args, check=False)

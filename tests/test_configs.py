@@ -16,10 +16,11 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.labels import LabelSpace
 from src.losses.base import build_loss
 from src.losses.bce import BinaryCrossEntropy
 from src.losses.ce import CrossEntropy
-from tests.conftest import CONF, compose_train
+from tests.helpers import CONF, compose_train
 
 GROUPS = ("data", "sampler", "augment", "model", "loss", "optim", "scheduler", "trainer", "strategy", "callbacks",
           "logger", "debug", "experiment")
@@ -47,7 +48,7 @@ HUB_IDS = {
 
 
 def overrides_for(group: str, option: str) -> list[str]:
-    extra = ["data.train=x.csv"] if group == "data" and option in ("csv", "jsonl") else []
+    extra = ["data.source.train=x.csv"] if group == "data" and option in ("csv", "jsonl") else []
     return [f"{group}={option}", *extra]
 
 
@@ -118,7 +119,7 @@ def test_model_configs_name_the_expected_checkpoint(tmp_path, option):
     cfg = compose_train(tmp_path, [f"model={option}"])
     assert cfg.model.name_or_path == HUB_IDS[option]
     assert cfg.data.tokenizer == HUB_IDS[option]
-    assert cfg.model._target_ == "src.models.classifier.TextClassifier"
+    assert cfg.model._target_ == "src.models.build.classifier"
     assert cfg.model.pooling == ("mean" if option == "minilm" else "cls")
 
 
@@ -127,14 +128,40 @@ def test_all_model_options_are_known():
     assert {option for group, option in OPTIONS if group == "sampler"} == {"none", "oversample", "undersample", "smote"}
 
 
-def test_frozen_encoder_preset_sets_model_data_and_recipe(tmp_path):
-    cfg = compose_train(tmp_path, ["model=frozen_encoder", "data=goemotions", "trainer=gpu", "model.name_or_path=/m"])
-    assert cfg.model._target_ == "src.models.frozen.LinearProbe"
-    assert cfg.data._target_ == "src.data.embeddings.EmbeddingDataModule"
+def test_linear_probe_preset_pairs_a_frozen_model_with_embeddings_on_any_data(tmp_path):
+    cfg = compose_train(tmp_path, ["experiment=linear_probe", "data=goemotions", "trainer=gpu",
+                                   "model.name_or_path=/m"])
+    assert cfg.model._target_ == "src.models.build.classifier" and cfg.model.freeze_encoder is True
+    assert cfg.data._target_ == "src.data.datamodule.TextDataModule" and cfg.data.features == "embeddings"
     assert cfg.data.source._target_ == "src.data.sources.goemotions.GoEmotionsSource"
-    assert cfg.data.encoder == cfg.data.tokenizer == "/m" and cfg.data.pooling == cfg.model.pooling
-    # the model group is composed after optim and trainer, so its head-only recipe is not overwritten by them
+    assert cfg.data.tokenizer == "/m"
     assert (cfg.optim.lr, cfg.optim.head_lr_multiplier, cfg.trainer.max_epochs) == (1e-2, 1.0, 20)
+    frozen_only = compose_train(tmp_path, ["model=frozen_encoder"])
+    assert frozen_only.model.freeze_encoder is True and frozen_only.data.features == "tokens"
+    assert frozen_only.optim.lr == compose_train(tmp_path, []).optim.lr  # a model option changes the model only
+
+
+def test_config_groups_stay_in_their_own_node():
+    """No option writes outside its group's node, except presets (experiment, debug, hparams_search) and the
+    sampler/augment options, which fill data.sampler / data.augment by their package line."""
+    for path in sorted(CONF.glob("*/*.yaml")):
+        group, text = path.parent.name, path.read_text()
+        if group in ("experiment", "debug", "hparams_search"):
+            continue
+        assert "@package _global_" not in text, path
+        if group in ("sampler", "augment"):
+            assert text.startswith(f"# @package data{'' if path.stem == 'none' else '.' + group}\n"), path
+        if group == "data":
+            assert "${sampler}" not in text and "${augment}" not in text, path
+
+
+def test_sampler_and_augment_options_land_inside_data(tmp_path):
+    cfg = compose_train(tmp_path, ["sampler=oversample", "augment=eda", "data=csv", "data.source.train=x.csv"])
+    assert cfg.data.sampler._target_ == "src.data.sampling.RandomResampler"
+    assert cfg.data.augment._target_ == "src.data.augment.EasyDataAugmentation"
+    assert "sampler" not in cfg and "augment" not in cfg
+    plain = compose_train(tmp_path, [])
+    assert plain.data.sampler is None and plain.data.augment is None
 
 
 # ---------------------------------------------------------------- instantiation (offline)
@@ -146,7 +173,7 @@ def instantiate_offline(cfg: DictConfig, loggers: bool = False) -> dict:
     built = {}
     factory = instantiate(cfg.loss)
     task = LOSS_TASK[cfg.loss._target_]
-    built["loss"] = build_loss(factory, task=task, label_counts=[5, 1, 0], num_examples=8)
+    built["loss"] = build_loss(factory, LabelSpace(task, ("a", "b", "c"), (5, 1, 0), 8))
 
     encoder, head = nn.Linear(4, 4), nn.Linear(4, 3)
     built["optimizer"] = instantiate(cfg.optim)(encoder=encoder, head=head)
@@ -180,25 +207,25 @@ def test_option_instantiates(tmp_path, group, option):
     logits = torch.randn(4, 3)
     targets = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]]).float()
     if isinstance(built["loss"], CrossEntropy):
-        targets = torch.tensor([0, 1, 2, 0])
+        targets = torch.eye(3)[[0, 1, 2, 0]]
     assert torch.isfinite(built["loss"](logits, targets))
 
 
 def test_loss_options(tmp_path):
     bce = build_loss(instantiate(compose_train(tmp_path, ["loss=bce", "loss.pos_weight=auto"]).loss),
-                     task="multilabel", label_counts=[10, 50, 0], num_examples=100)
+                     LabelSpace("multilabel", ("a", "b", "c"), (10, 50, 0), 100))
     assert isinstance(bce, BinaryCrossEntropy)
     assert bce.pos_weight.tolist() == pytest.approx([9.0, 1.0, 30.0])  # max_pos_weight 30 from the yaml
 
     ce = build_loss(instantiate(compose_train(tmp_path, ["loss=ce", "loss.class_weights=auto",
                                                          "loss.label_smoothing=0.1"]).loss),
-                    task="multiclass", label_counts=[6, 3, 0], num_examples=9)
+                    LabelSpace("multiclass", ("a", "b", "c"), (6, 3, 0), 9))
     assert isinstance(ce, CrossEntropy)
     assert ce.class_weights.tolist() == pytest.approx([0.5, 1.0, 3.0])
     assert ce.label_smoothing == 0.1
 
     listed = build_loss(instantiate(compose_train(tmp_path, ["loss=ce", "loss.class_weights=[1,2,3]"]).loss),
-                        task="multiclass", label_counts=[6, 3, 0], num_examples=9)
+                        LabelSpace("multiclass", ("a", "b", "c"), (6, 3, 0), 9))
     assert listed.class_weights.tolist() == [1.0, 2.0, 3.0]
 
 
@@ -313,7 +340,7 @@ def test_trainer_and_debug_options(tmp_path, monkeypatch, overrides, expected):
 @pytest.mark.parametrize(("preset", "taxonomy"), [("goemotions_minilm", "original"), ("goemotions_ekman", "ekman"),
                                                    ("goemotions_sentiment", "sentiment")])
 def test_goemotions_presets_share_one_recipe_over_taxonomies(tmp_path, preset, taxonomy):
-    cfg = compose_train(tmp_path, [f"experiment={preset}", "data.data_dir=/nowhere"])
+    cfg = compose_train(tmp_path, [f"experiment={preset}", "data.source.data_dir=/nowhere"])
     assert cfg.data.source.taxonomy == taxonomy and cfg.task_name.startswith("goemotions")
     assert cfg.loss._target_ == "src.losses.asymmetric.AsymmetricLoss" and cfg.loss.gamma_neg == 4
     assert cfg.trainer.max_epochs == 2 and cfg.model.pooling == "mean"

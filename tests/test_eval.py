@@ -9,9 +9,7 @@ import mlflow
 import pytest
 
 from src.train import train
-from tests.conftest import compose_train
-from tests.test_cli import run_cli
-from tests.test_train import quick, write_dataset
+from tests.helpers import compose_train, quick, run_cli, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +22,13 @@ def trained(tmp_path_factory, tiny_bert):
 
 def test_eval_on_the_checkpoints_own_test_split_matches_training(trained):
     directory, _, summary = trained
-    run_cli(directory, f"ckpt_path={summary['best_checkpoint']}", "hydra.run.dir=eval1", module="src.eval")
-    result = json.loads((directory / "eval1" / "eval_summary.json").read_text())
+    output = run_cli(directory, f"ckpt_path={summary['best_checkpoint']}", "hydra.run.dir=eval1", module="src.eval")
+    result = json.loads((directory / "eval1" / "summary.json").read_text())  # the path the printed summary names
+    assert f"{directory / 'eval1'}/summary.json" in output.stdout.replace("\n", "")
     test = result["metrics"]["test"]
-    assert test["macro_f1_tuned"] == pytest.approx(summary["metrics"]["test"]["macro_f1_tuned"], abs=1e-6)
-    assert (directory / "eval1" / "report" / "per_label.csv").is_file()
+    for key in ("macro_f1", "macro_f1_tuned", "micro_f1_tuned", "macro_f1_ci95"):  # the same pass as training's test
+        assert test[key] == pytest.approx(summary["metrics"]["test"][key], abs=1e-6), key
+    assert (directory / "eval1" / "report" / "test" / "per_label.csv").is_file()
     client = mlflow.MlflowClient(f"sqlite:///{directory}/outputs/mlflow.db")
     run = client.get_run(result["mlflow"]["run_id"])
     assert run.data.tags["labelwise.training_run_id"] == summary["mlflow"]["run_id"]
@@ -39,9 +39,9 @@ def test_eval_on_a_file_never_seen_in_training(trained):
     directory, paths, _ = trained
     new = directory / "new.jsonl"
     new.write_text('{"text": "sunny party", "labels": ["joy"]}\n{"text": "dark and scary", "labels": ["fear"]}\n')
-    run_cli(directory, f"ckpt_path={trained[2]['best_checkpoint']}", "data=jsonl", f"data.train={new}", "split=train",
-            "hydra.run.dir=eval2", module="src.eval")
-    with (directory / "eval2" / "report" / "per_label.csv").open() as handle:
+    run_cli(directory, f"ckpt_path={trained[2]['best_checkpoint']}", "data=jsonl", f"data.source.train={new}",
+            "split=train", "hydra.run.dir=eval2", module="src.eval")
+    with (directory / "eval2" / "report" / "train" / "per_label.csv").open() as handle:
         support = {row["label"]: int(row["support"]) for row in csv.DictReader(handle)}
     assert support == {"anger": 0, "fear": 1, "joy": 1}  # read against the model's vocabulary, in its order
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.test_cli import run_cli, tiny_data_args
+from tests.helpers import run_cli, tiny_data_args
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

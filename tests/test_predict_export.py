@@ -1,4 +1,4 @@
-"""Inference entry points on a tiny trained model: load_for_inference, predict (files, stdin, CLI) and export."""
+"""Inference entry points on a tiny trained model: Predictor.from_checkpoint, predict (files, stdin, CLI), export."""
 
 from __future__ import annotations
 
@@ -12,14 +12,11 @@ import pytest
 import torch
 
 from src.errors import ConfigError, DataError
-from src.metrics.thresholds import Thresholds, decide
-from src.models.inference import predict_scores
-from src.models.loading import load_for_inference
+from src.inference import Predictor
+from src.metrics.thresholds import Thresholds
 from src.predict import predict_file
 from src.train import train
-from tests.conftest import compose_train
-from tests.test_cli import run_cli
-from tests.test_train import WORDS, quick, write_dataset
+from tests.helpers import WORDS, compose_train, quick, run_cli, write_dataset
 
 TEXTS = [
     "what a wonderful sunny party",
@@ -41,8 +38,8 @@ def ckpt(tmp_path_factory, tiny_bert) -> Path:
     root = tmp_path_factory.mktemp("trained")
     paths = write_dataset(root, multilabel=True)
     summary = train(compose_train(root, quick(tiny_bert, paths, "trainer.max_epochs=1", "logger=none", "test=false")))
-    checkpoint = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=False)
-    checkpoint["labelwise"]["thresholds"] = THRESHOLDS.to_dict()
+    checkpoint = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
+    checkpoint["labelwise"]["net_config"]["thresholds"] = THRESHOLDS.to_dict()
     path = root / "tuned.ckpt"
     torch.save(checkpoint, path)
     return path
@@ -50,7 +47,7 @@ def ckpt(tmp_path_factory, tiny_bert) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(ckpt):
-    return load_for_inference(ckpt)
+    return Predictor.from_checkpoint(ckpt)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -64,25 +61,22 @@ def assert_predictions(loaded, texts: list[str], records: list[dict]) -> None:
     for i, record in enumerate(records):
         if i not in rows:
             assert record == {"text": texts[i], "labels": [], "scores": {}}
-    expected = predict_scores(
-        loaded.model, loaded.tokenizer, [texts[i] for i in rows], loaded.max_length, precision=EXACT
-    )
-    got = np.array([[records[i]["scores"][name] for name in loaded.label_names] for i in rows])
+    expected = loaded.scores([texts[i] for i in rows], precision=EXACT)
+    names = loaded.labels.names
+    got = np.array([[records[i]["scores"][name] for name in names] for i in rows])
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    chosen = decide(expected, loaded.thresholds, loaded.task)
-    assert [records[i]["labels"] for i in rows] == [
-        [name for name, on in zip(loaded.label_names, row) if on] for row in chosen
-    ]
+    chosen = loaded.labels.decide(expected, loaded.thresholds)
+    assert [records[i]["labels"] for i in rows] == [[name for name, on in zip(names, row) if on] for row in chosen]
 
 
 def test_loading_restores_the_trained_model(ckpt, loaded):
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    assert not loaded.model.training
-    for key, value in loaded.model.state_dict().items():
-        torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert not loaded.net.training
+    for key, value in loaded.net.state_dict().items():
+        torch.testing.assert_close(value, state[f"net.{key}"], rtol=0, atol=0)
     assert loaded.thresholds == THRESHOLDS
-    assert loaded.label_names == sorted(WORDS) and loaded.task == "multilabel"
-    assert loaded.max_length == 128  # data=jsonl's max_length, from the stored config
+    assert list(loaded.labels.names) == sorted(WORDS) and loaded.labels.task == "multilabel"
+    assert loaded.max_length == 128  # data=jsonl's max_length, stored with the model
 
 
 def test_predict_text_file_streams_in_order(loaded, tmp_path):
@@ -182,18 +176,19 @@ def test_export_hf_loads_with_auto_classes(loaded, tmp_path):
 
     assert export_hf(loaded, tmp_path) < 1e-4
     config = json.loads((tmp_path / "config.json").read_text())
-    names = loaded.label_names
+    names = list(loaded.labels.names)
     assert config["id2label"] == {str(i): name for i, name in enumerate(names)}
     assert config["label2id"] == {name: i for i, name in enumerate(names)}
-    assert config["thresholds"] == THRESHOLDS.to_dict() and config["task"] == "multilabel"
-    assert config["pooling"] == "mean"
+    assert config["thresholds"] == THRESHOLDS.to_dict() and config["label_space"]["task"] == "multilabel"
+    assert config["problem_type"] == "multi_label_classification" and config["pooling"] == "mean"
+    assert config["max_seq_length"] == 128
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     for texts in (list(PARITY_TEXTS), ["one text, alone", "the day was so dark"]):
         batch = tokenizer(texts, padding=True, return_tensors="pt")
         with torch.inference_mode():
-            ours = loaded.model(batch["input_ids"], batch["attention_mask"])
+            ours = loaded.net(batch["input_ids"], batch["attention_mask"]).logits
             theirs = model(**batch).logits
         torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
 
@@ -217,11 +212,11 @@ def test_export_onnx_matches_the_checkpoint(loaded, tmp_path):
 
     assert export_onnx(loaded, tmp_path) < 1e-3
     info = json.loads((tmp_path / "labelwise.json").read_text())
-    assert info["label_names"] == loaded.label_names and info["thresholds"] == THRESHOLDS.to_dict()
+    assert info["label_names"] == list(loaded.labels.names) and info["thresholds"] == THRESHOLDS.to_dict()
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for texts in (["a single text"], [t for t in TEXTS if t.strip()]):  # other batch sizes and lengths
         batch = loaded.tokenizer(texts, padding=True, return_tensors="pt")
         with torch.inference_mode():
-            ours = loaded.model(batch["input_ids"], batch["attention_mask"]).numpy()
+            ours = loaded.net(batch["input_ids"], batch["attention_mask"]).logits.numpy()
         (theirs,) = session.run(None, {k: batch[k].numpy() for k in ("input_ids", "attention_mask")})
         np.testing.assert_allclose(theirs, ours, atol=1e-3)

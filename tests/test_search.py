@@ -15,13 +15,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF
-from tests.test_cli import run_cli, runs_in, tiny_data_args
-
 optuna = pytest.importorskip("optuna", reason="pip install -e '.[search]'")
 from hydra_plugins.labelwise_sweeper._space import SearchSpaceError, job_override, parse  # noqa: E402
 from hydra_plugins.labelwise_sweeper.optuna_sweeper import OptunaSweeper  # noqa: E402
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+
+from tests.helpers import CONF, run_cli, runs_in, tiny_data_args  # noqa: E402
 
 JOBLIB = importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
 SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,48 +13,7 @@ from sklearn.metrics import f1_score
 from src.errors import ConfigError
 from src.tracking.checkpoint import read_metadata
 from src.train import train
-from tests.conftest import compose_train
-
-WORDS = {
-    "joy": ["sunny", "party", "great", "wonderful"],
-    "anger": ["furious", "rude", "unfair", "yelling"],
-    "fear": ["scary", "dark", "alone", "shaking"],
-}
-FILLER = ["the", "day", "was", "and", "then", "we", "it", "really", "so"]
-
-
-def write_dataset(directory: Path, multilabel: bool, rows: int = 96, seed: int = 0) -> dict[str, Path]:
-    """JSONL splits whose label is signalled by keywords, so even a tiny model can learn something."""
-    rng = random.Random(seed)
-    names = list(WORDS)
-    paths = {}
-    for split, count in (("train", rows), ("val", rows // 3), ("test", rows // 3)):
-        lines = []
-        for _ in range(count):
-            labels = rng.sample(names, rng.choice([1, 2]) if multilabel else 1)
-            words = [rng.choice(WORDS[name]) for name in labels] + rng.sample(FILLER, 4)
-            rng.shuffle(words)
-            lines.append(json.dumps({"text": " ".join(words), "labels": labels if multilabel else labels[0]}))
-        paths[split] = directory / f"{split}.jsonl"
-        paths[split].write_text("\n".join(lines) + "\n")
-    return paths
-
-
-def on_tiny(tiny_bert: str, paths: dict[str, Path]) -> list[str]:
-    """Overrides that train the tiny BERT on JSONL splits."""
-    split_args = [f"data.{split}={path}" for split, path in paths.items()]
-    return ["data=jsonl", *split_args, f"model.name_or_path={tiny_bert}"]
-
-
-def quick(tiny_bert: str, paths: dict[str, Path], *extra: str) -> list[str]:
-    return [
-        *on_tiny(tiny_bert, paths),
-        "trainer.max_epochs=3",
-        "trainer.enable_progress_bar=false",
-        "optim.lr=1e-3",
-        "data.batch_size=16",
-        *extra,
-    ]
+from tests.helpers import WORDS, compose_train, quick, write_dataset
 
 
 @pytest.mark.parametrize("multilabel", [True, False], ids=["multilabel", "multiclass"])
@@ -84,7 +41,9 @@ def test_tiny_bert_trains_and_tracks(tmp_path, tiny_bert, multilabel):
     if multilabel:  # thresholds tuned on val, stored in both checkpoints and the summary, applied to test
         assert 0.0 < summary["thresholds"]["global_threshold"] < 1.0
         assert len(summary["thresholds"]["per_label"]) == len(WORDS)
-        assert read_metadata(summary["last_checkpoint"])["thresholds"] == summary["thresholds"]
+        # stored with the weights they were tuned for: the best checkpoint's are the summary's
+        assert read_metadata(summary["best_checkpoint"])["net_config"]["thresholds"] == summary["thresholds"]
+        assert len(read_metadata(summary["last_checkpoint"])["net_config"]["thresholds"]["per_label"]) == 3
         assert {"macro_f1_tuned", "micro_f1_tuned"} <= set(summary["metrics"]["test"])
         assert 0.0 <= summary["metrics"]["val"]["macro_f1_tuned_crossfit"] <= 1.0
         assert "test/macro_f1_tuned" in run.data.metrics
@@ -93,7 +52,7 @@ def test_tiny_bert_trains_and_tracks(tmp_path, tiny_bert, multilabel):
     low, high = summary["metrics"]["test"]["macro_f1_ci95"]
     assert low <= summary["metrics"]["test"]["macro_f1_tuned" if multilabel else "macro_f1"] <= high
     report = tmp_path / "run" / "report"
-    assert (report / "test" / "per_label.csv").is_file() and (report / "val" / "training_curves.png").is_file()
+    assert (report / "test" / "per_label.csv").is_file() and (report / "training_curves.png").is_file()
     artifacts = {a.path for a in mlflow.MlflowClient(summary["mlflow"]["tracking_uri"]).list_artifacts(
         summary["mlflow"]["run_id"], "report/test")}
     assert "report/test/per_label.md" in artifacts
@@ -103,9 +62,9 @@ def test_tiny_bert_trains_and_tracks(tmp_path, tiny_bert, multilabel):
         summary["metrics"]["test"][final], abs=1e-6)
 
     metadata = read_metadata(summary["best_checkpoint"])
-    assert metadata["label_names"] == sorted(WORDS)
-    assert metadata["task"] == summary["task"]
-    assert metadata["tokenizer"] == tiny_bert
+    assert metadata["net_config"]["label_space"]["names"] == sorted(WORDS)
+    assert metadata["net_config"]["label_space"]["task"] == summary["task"]
+    assert metadata["net_config"]["base_model"] == tiny_bert
     assert metadata["mlflow_run_id"] == summary["mlflow"]["run_id"]
     assert metadata["config"]["loss"]["_target_"].endswith(
         "BinaryCrossEntropy" if multilabel else "CrossEntropy"
@@ -150,9 +109,12 @@ def test_every_precision_trains_with_gradient_clipping(tmp_path, tiny_bert, prec
 def test_direct_clipping_bounds_the_gradient_norm(tiny_bert):
     from unittest.mock import MagicMock
 
-    from src.models.classifier import TextClassifier
+    from src.labels import LabelSpace
+    from src.models.build import classifier
+    from src.models.module import ClassifierModule
 
-    model = TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=["a", "b", "c"])
+    labels = LabelSpace("multilabel", ("a", "b", "c"))
+    model = ClassifierModule(classifier(tiny_bert, labels=labels), labels)
     for parameter in model.parameters():
         parameter.grad = torch.full_like(parameter, 10.0)
     model._trainer = MagicMock(precision_plugin=MagicMock(scaler=None))
@@ -164,7 +126,7 @@ def test_direct_clipping_bounds_the_gradient_norm(tiny_bert):
 @pytest.mark.parametrize("scale", [1e-3, 10.0], ids=["within-bounds", "clipped"])
 def test_clip_grad_norm_matches_torch(scale):
     """Ours skips the rescale when nothing needs clipping; the gradients and norm equal torch's either way."""
-    from src.models.classifier import clip_grad_norm
+    from src.models.module import clip_grad_norm
 
     torch.manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(7, 5)) for _ in range(4)]
@@ -179,11 +141,11 @@ def test_clip_grad_norm_matches_torch(scale):
 
 def test_compile_preset_trains_and_saves_plain_checkpoint_keys(tmp_path, tiny_bert):
     """compile=true compiles the encoder in place: it trains, and its checkpoint loads for inference."""
-    from src.models.loading import load_for_inference
+    from src.inference import Predictor
 
     paths = write_dataset(tmp_path, multilabel=True, rows=32)
     cfg = compose_train(tmp_path, quick(tiny_bert, paths, "compile=true", "trainer.max_epochs=1", "logger=none",
                                         "report=false"))
     summary = train(cfg)
     assert torch.isfinite(torch.tensor(summary["metrics"]["train"]["loss"]))
-    assert load_for_inference(summary["best_checkpoint"]).model is not None
+    assert Predictor.from_checkpoint(summary["best_checkpoint"]).net is not None

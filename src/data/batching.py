@@ -5,12 +5,15 @@ GoEmotions texts average 19 tokens, but random batches of 32 pad to ~37: half th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from src.progress import progress
+from src.runtime import autocast_for
 
 
 def _world() -> tuple[int, int]:
@@ -74,6 +77,25 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
+def shard(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """This DDP rank's evaluation batches (all of :func:`sorted_batches` outside DDP).
+
+    Under DDP every rank gets the same number of batches, so none waits for another or has none (Lightning refuses an
+    empty loader): the length-sorted rows are cut into a multiple of ``replicas`` batches of at most ``batch_size``,
+    dealt round-robin; a batch left without rows (fewer rows than ranks) repeats the first row. The evaluation
+    callback gathers the rows by index and keeps each once.
+    """
+    replicas, rank = _world()
+    batches = sorted_batches(lengths, batch_size)
+    if replicas == 1:
+        return batches
+    order = [index for batch in batches for index in batch]
+    count = -(-max(len(batches), 1) // replicas) * replicas
+    size = -(-len(order) // count)
+    cut = [order[i * size : (i + 1) * size] or order[:1] for i in range(count)]
+    return cut[rank::replicas]
+
+
 class PadCollator:
     """Pads a batch to its longest sequence, rounded up to a multiple of ``multiple_of``."""
 
@@ -91,5 +113,23 @@ class PadCollator:
             attention_mask[row, : len(ids)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
-    def __call__(self, batch: list[tuple[np.ndarray, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {**self.pad([ids for ids, _ in batch]), "labels": torch.stack([target for _, target in batch])}
+    def __call__(self, batch: list[tuple[np.ndarray, torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+        """Items are ``(token ids, target row, row index)``."""
+        return {**self.pad([ids for ids, _, _ in batch]), "labels": torch.stack([target for _, target, _ in batch]),
+                "index": torch.tensor([index for _, _, index in batch])}
+
+
+@torch.inference_mode()
+def map_sorted_batches(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], ids: list[np.ndarray],
+                       pad_token_id: int, batch_size: int, width: int, device: torch.device, precision: str,
+                       multiple_of: int = 1, description: str | None = None) -> np.ndarray:
+    """``function`` over padded batches of token ids (on ``device``, under ``precision``'s autocast), batched by
+    length; its ``[B, width]`` rows returned as float32 in input order. ``description`` shows a progress bar."""
+    collate = PadCollator(pad_token_id, multiple_of)
+    out = np.zeros((len(ids), width), dtype=np.float32)
+    with autocast_for(device, precision), progress(description, total=len(ids), unit="texts") as advance:
+        for batch in sorted_batches([len(row) for row in ids], batch_size):
+            padded = {key: value.to(device) for key, value in collate.pad([ids[i] for i in batch]).items()}
+            out[batch] = function(padded).float().cpu().numpy()
+            advance(len(batch))
+    return out

@@ -1,4 +1,10 @@
-"""LightningDataModule: load a source, carve a validation split if needed, tokenise, batch."""
+"""LightningDataModule: load a source, build the label space, carve a validation split if needed, tokenise, batch.
+
+Flow: source -> records (:class:`LabelledData`) -> :class:`~src.labels.LabelSpace` -> token ids (cached) -> sampler
+-> batches of ``{"input_ids", "attention_mask", "labels", "index"}``. With ``features="embeddings"`` (a linear probe
+on a frozen encoder) the model's encoder turns every split into pooled embeddings once (cached) and batches are
+``{"embeddings", "labels", "index"}``; that needs the model, which :meth:`TextDataModule.attach` hands over.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +19,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.augment import EasyDataAugmentation
-from src.data.batching import LengthGroupedBatchSampler, PadCollator, sorted_batches
+from src.data.batching import LengthGroupedBatchSampler, PadCollator, shard
+from src.data.embeddings import EmbeddedSplit, EmbeddingCache
 from src.data.records import LabelledData, Split
-from src.data.sampling import RandomResampler
 from src.data.splitting import carve_validation
 from src.data.token_cache import tokenize
-from src.errors import ConfigError
-from src.models.inference import score_token_ids
-from src.models.pretrained import load_tokenizer
+from src.errors import ConfigError, DataError
+from src.labels import LabelSpace
+from src.pretrained import load_tokenizer
 
 log = logging.getLogger(__name__)
+FEATURES = ("tokens", "embeddings")
 
 
 class TokenizedSplit(Dataset):
-    """Token ids (unpadded, truncated) and targets of one split: multi-hot rows or class ids."""
+    """Token ids (unpadded, truncated) and 0/1 target rows of one split; items carry their row index."""
 
     def __init__(self, input_ids: list[np.ndarray], targets: np.ndarray):
         self.input_ids = input_ids
@@ -42,13 +49,18 @@ class TokenizedSplit(Dataset):
     def subset(self, indices: np.ndarray) -> TokenizedSplit:
         return TokenizedSplit([self.input_ids[i] for i in indices], self.targets[torch.as_tensor(indices)])
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
-        return self.input_ids[index], self.targets[index]
+    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor, int]:
+        return self.input_ids[index], self.targets[index], index
 
 
 class TextDataModule(L.LightningDataModule):
-    """Everything downstream reads the runtime facts from here: ``num_labels``, ``task``, ``label_names``,
-    ``label_counts`` (training positives per label) and ``num_train``."""
+    """Everything downstream reads the runtime facts from :attr:`label_space` (task, label names, training counts).
+
+    ``sampler`` and ``augment`` change the training rows only. ``val_fraction`` of train is carved off as ``val``
+    when the source has no validation split (None: never carve, as evaluation of a trained model wants).
+    ``labels`` fixes the label space to a trained model's: the data's labels are mapped onto its names (an unknown
+    label is an error). ``test_split`` names the split the test loop evaluates.
+    """
 
     def __init__(
         self,
@@ -57,21 +69,22 @@ class TextDataModule(L.LightningDataModule):
         max_length: int = 128,
         batch_size: int = 32,
         eval_batch_size: int = 128,
-        val_fraction: float = 0.1,
+        val_fraction: float | None = 0.1,
         seed: int = 42,
         num_workers: int = 0,
         group_by_length: bool = True,
         pad_to_multiple_of: int = 1,
         cache_dir: str | None = None,
-        sampler: RandomResampler | None = None,
+        sampler: Any = None,
         augment: EasyDataAugmentation | None = None,
-        **source_options: Any,
+        features: str = "tokens",
+        embeddings_cache_dir: str | None = None,
+        labels: LabelSpace | None = None,
+        test_split: str = "test",
     ):
-        """``sampler`` and ``augment`` change the training rows only (``sampler=...``, ``augment=...`` groups).
-        ``source_options`` are the user-facing shorthands a data config exposes at its top level
-        (``data.data_dir``, ``data.train``, ...); the config interpolates them into ``source``, so the
-        module itself has no use for them."""
         super().__init__()
+        if features not in FEATURES:
+            raise ConfigError(f"data.features must be one of {FEATURES}, got {features!r}")
         self.source = source
         self.tokenizer_name = tokenizer
         self.max_length = max_length
@@ -85,20 +98,32 @@ class TextDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.sampler = sampler
         self.augment = augment
+        self.features = features
+        self.embeddings = EmbeddingCache(embeddings_cache_dir)
+        self.fixed_labels = labels
+        self.test_split = test_split
         self._data: LabelledData | None = None
-        self._tokenized: dict[str, TokenizedSplit] = {}
+        self._datasets: dict[str, Dataset] = {}
         self._tokenizer = None
+        self._net = None
+        self._precision = "32-true"
+
+    # ---------------------------------------------------------------- records and facts
 
     def load(self) -> LabelledData:
-        """Read the source once (idempotent) and make sure there is a validation split."""
+        """Read the source once (idempotent), map it onto fixed labels, make sure there is a validation split."""
         if self._data is None:
-            data = carve_validation(self.source.load(), self.val_fraction, self.seed)
+            data = self.source.load()
+            if self.fixed_labels is not None:
+                data = onto_labels(data, self.fixed_labels)
+            if self.val_fraction is not None:
+                data = carve_validation(data, self.val_fraction, self.seed)
             if self.augment is not None:
                 augmented = self.augment(data.splits["train"], data.num_labels)
                 data = LabelledData({**data.splits, "train": augmented}, data.label_names, data.task)
             self._data = data
-            sizes = ", ".join(f"{name} {len(split):,}" for name, split in self._data.splits.items())
-            log.info(f"data: {self._data.task}, {self._data.num_labels} labels; {sizes}")
+            sizes = ", ".join(f"{name} {len(split):,}" for name, split in data.splits.items())
+            log.info(f"data: {data.task}, {data.num_labels} labels; {sizes}")
         return self._data
 
     @property
@@ -106,29 +131,13 @@ class TextDataModule(L.LightningDataModule):
         return self.load()
 
     @property
-    def task(self) -> str:
-        return self.data.task
-
-    @property
-    def label_names(self) -> list[str]:
-        return self.data.label_names
-
-    @property
-    def num_labels(self) -> int:
-        return self.data.num_labels
-
-    @property
-    def label_counts(self) -> np.ndarray:
-        return self.data.label_counts("train")
-
-    @property
-    def num_train(self) -> int:
-        return len(self.data.splits["train"])
+    def label_space(self) -> LabelSpace:
+        return self.fixed_labels or self.data.label_space
 
     @property
     def fingerprint(self) -> str:
         """A short hash of every split's texts and labels and the label names: runs on the same data share it."""
-        digest = hashlib.sha256(json.dumps([self.task, self.label_names]).encode())
+        digest = hashlib.sha256(json.dumps([self.data.task, self.data.label_names]).encode())
         for name in sorted(self.data.splits):
             split = self.data.splits[name]
             digest.update(json.dumps([name, split.texts, split.labels]).encode())
@@ -143,53 +152,92 @@ class TextDataModule(L.LightningDataModule):
             self._tokenizer = load_tokenizer(self.tokenizer_name)
         return self._tokenizer
 
+    def attach(self, net, precision: str) -> None:
+        """The model this data feeds: ``features="embeddings"`` encodes with its frozen encoder (under
+        ``precision``'s autocast, bf16 where native)."""
+        if self.features == "embeddings" and any(p.requires_grad for p in net.encoder.parameters()):
+            raise ConfigError("data.features=embeddings trains the head on embeddings computed once, so the encoder "
+                              "must not train: set model.freeze_encoder=true (experiment=linear_probe sets both)")
+        self._net, self._precision = net, precision
+
+    # ---------------------------------------------------------------- datasets
+
     def tokenize(self, split: Split) -> TokenizedSplit:
         input_ids = tokenize(self.tokenizer, split.texts, self.max_length, self.cache_dir)
-        return TokenizedSplit(input_ids, split.targets(self.task, self.num_labels))
-
-    def score_split(self, model, split: str, precision: str | None = None) -> np.ndarray:
-        """``model``'s probabilities for every row of ``split``, in row order, from the token ids training saw."""
-        self.setup()
-        return score_token_ids(model, self._tokenized[split].input_ids, self.tokenizer.pad_token_id,
-                               self.eval_batch_size, precision)
+        return TokenizedSplit(input_ids, self.label_space.targets(split.labels))
 
     def setup(self, stage: str | None = None) -> None:
         for name, split in self.data.splits.items():
-            if name not in self._tokenized:
-                self._tokenized[name] = self.tokenize(split)
-                if name == "train" and self.sampler is not None:
-                    self._tokenized[name] = self.resample(self._tokenized[name])
+            if name in self._datasets:
+                continue
+            dataset = self.tokenize(split) if self.features == "tokens" else self.embed(name, split)
+            if name == "train" and self.sampler is not None:
+                dataset = self.resample(dataset)
+            self._datasets[name] = dataset
 
-    def resample(self, train: TokenizedSplit) -> TokenizedSplit:
-        if not hasattr(self.sampler, "resample_indices"):
-            raise ConfigError(
-                f"sampler {type(self.sampler).__name__} creates new feature vectors, which token ids cannot be: "
-                "it needs model=frozen_encoder (cached sentence embeddings)."
-            )
-        return train.subset(self.sampler.resample_indices(train.targets.numpy()))
+    def embed(self, name: str, split: Split) -> EmbeddedSplit:
+        if self._net is None:
+            raise ConfigError("data.features=embeddings needs the model: call datamodule.attach(net, precision)")
+        features = self.embeddings.features(name, split.texts, self.tokenizer, self.max_length, self._net,
+                                            self._precision, lambda: self.tokenize(split).input_ids,
+                                            self.eval_batch_size)
+        return EmbeddedSplit(features, self.label_space.targets(split.labels))
+
+    def resample(self, train: Dataset) -> Dataset:
+        """Index samplers pick training rows; feature samplers (SMOTE) make new embeddings."""
+        targets = train.targets.numpy()
+        if hasattr(self.sampler, "resample_features"):
+            if self.features != "embeddings":
+                raise ConfigError(
+                    f"sampler {type(self.sampler).__name__} creates new feature vectors, which token ids cannot be: "
+                    "it needs embeddings (experiment=linear_probe, or data.features=embeddings with "
+                    "model.freeze_encoder=true)."
+                )
+            return EmbeddedSplit(*self.sampler.resample_features(train.features.numpy(), targets, self.label_space))
+        return train.subset(self.sampler.resample_indices(targets))
+
+    def dataset(self, split: str) -> Dataset:
+        """A split as training sees it (train after any sampler)."""
+        self.setup()
+        return self._datasets[split]
+
+    # ---------------------------------------------------------------- loaders
 
     def _loader(self, split: str, batch_sampler) -> DataLoader:
-        return DataLoader(
-            self._tokenized[split],
-            batch_sampler=batch_sampler,
-            collate_fn=PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        collate = PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of) if self.features == "tokens" \
+            else None
+        return DataLoader(self._datasets[split], batch_sampler=batch_sampler, collate_fn=collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def lengths(self, split: str) -> list[int]:
+        dataset = self._datasets[split]
+        return dataset.lengths if self.features == "tokens" else [0] * len(dataset)
 
     def train_dataloader(self) -> DataLoader:
         """Length-grouped batches (or plain shuffled ones); sharded per DDP rank by the sampler itself."""
-        dataset = self._tokenized["train"]
-        lengths = dataset.lengths if self.group_by_length else [0] * len(dataset)
+        lengths = self.lengths("train") if self.group_by_length else [0] * len(self._datasets["train"])
         return self._loader("train", LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed))
 
     def _eval_loader(self, split: str) -> DataLoader:
-        """Batches sorted by length. Not sharded under DDP: every rank scores the whole split, and metrics
-        synchronised across ranks keep their value (all counts scale alike)."""
-        return self._loader(split, sorted_batches(self._tokenized[split].lengths, self.eval_batch_size))
+        """Batches sorted by length, this rank's share under DDP (the evaluation callback gathers the rows)."""
+        if split not in self._datasets:
+            raise DataError(f"split={split}: the data has only {sorted(self._datasets)}. Pick one of them.")
+        return self._loader(split, shard(self.lengths(split), self.eval_batch_size))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._eval_loader(self.test_split)
+
+
+def onto_labels(data: LabelledData, space: LabelSpace) -> LabelledData:
+    """``data`` with its label ids renumbered to ``space``'s names (a trained model's); a DataError naming the labels
+    the model does not know."""
+    unknown = sorted(set(data.label_names) - set(space.names))
+    if unknown:
+        raise DataError(f"labels {unknown} are not among the model's labels {list(space.names)}.")
+    position = [space.names.index(name) for name in data.label_names]
+    splits = {name: Split(split.texts, [sorted(position[i] for i in ids) for ids in split.labels], split.origin)
+              for name, split in data.splits.items()}
+    return LabelledData(splits, list(space.names), space.task)

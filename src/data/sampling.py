@@ -9,7 +9,8 @@ to a single proxy class first:
 - ``powerset``: the whole label set as one class (label powerset). Exact for combinations, but GoEmotions has
   hundreds of combinations seen once or twice, which undersampling then drives everything down to.
 
-Multi-class rows are their own class. Only training rows are resampled; val and test are never touched.
+A multi-class row's rarest (only) label is its class, so either proxy keeps multi-class rows in their classes. Only
+training rows are resampled; val and test are never touched.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ PROXIES = ("rarest", "powerset")
 
 
 def proxy_classes(targets: np.ndarray, proxy: str) -> np.ndarray:
-    """One class key per row: ``targets`` is multi-hot ``[N, C]`` (multi-label) or class ids ``[N]``."""
-    if targets.ndim == 1:
-        return targets.astype(np.int64)
+    """One class key per row of 0/1 ``[N, C]`` targets."""
     if proxy == "powerset":
         _, keys = np.unique(targets.astype(bool), axis=0, return_inverse=True)
         return keys.reshape(-1)

@@ -29,6 +29,7 @@ from imblearn.over_sampling import SMOTE
 from sklearn.neighbors import NearestNeighbors
 
 from src.errors import ConfigError
+from src.labels import LabelSpace
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +104,17 @@ class SmoteResampler:
                               f"null (no cap); got {max_new}")
         self.k_neighbors, self.ratio, self.max_new, self.seed = k_neighbors, ratio, max_new, seed
 
-    def resample_features(self, features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The training rows followed by the synthetic ones: ``targets`` multi-hot ``[N, C]`` or class ids ``[N]``."""
-        if targets.ndim == 2:
+    def resample_features(self, features: np.ndarray, targets: np.ndarray,
+                          space: LabelSpace) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows followed by the synthetic ones (0/1 ``[N, C]`` targets)."""
+        if space.exclusive:
+            new_features, classes = self.smote(features, targets.argmax(axis=1))
+            resampled = new_features, np.eye(targets.shape[1], dtype=targets.dtype)[classes]
+        else:
             rng = np.random.default_rng(self.seed)
             new_features, new_targets = mlsmote(features, targets, self.k_neighbors, self.ratio, self.max_new, rng)
             resampled = np.concatenate([features, new_features]), np.concatenate([targets, new_targets])
-        else:
-            resampled = self.smote(features, targets)
-        log.info(f"sampler: {'MLSMOTE' if targets.ndim == 2 else 'SMOTE'} on the train embeddings (k_neighbors "
+        log.info(f"sampler: {'SMOTE' if space.exclusive else 'MLSMOTE'} on the train embeddings (k_neighbors "
                  f"{self.k_neighbors}, ratio {self.ratio:g}, max_new {self.max_new}): "
                  f"{len(features):,} -> {len(resampled[0]):,} rows")
         return resampled

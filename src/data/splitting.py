@@ -26,13 +26,13 @@ def carve_validation(data: LabelledData, fraction: float, seed: int) -> Labelled
     if not 0 < fraction < 1:
         raise DataError(f"the validation fraction must be between 0 and 1 (exclusive), got {fraction}")
     train = data.splits["train"]
-    targets = train.targets(data.task, data.num_labels)
+    targets = data.targets("train")
     try:
-        if data.task == "multilabel":
+        if not data.label_space.exclusive:
             splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
             _, val = next(splitter.split(np.zeros(len(train)), targets))
         else:
-            classes = targets
+            classes = targets.argmax(axis=1)
             pool = np.flatnonzero(np.bincount(classes)[classes] >= 2)
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
             _, picked = next(splitter.split(np.zeros(len(pool)), classes[pool]))

@@ -53,8 +53,6 @@ class AsymmetricLoss(Loss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = logits.float()
-        if targets.ndim == 1:  # class ids
-            targets = F.one_hot(targets.long(), x.shape[-1])
         y = targets.float()
 
         log_p = F.logsigmoid(x)  # log p

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from src.errors import ConfigError
+from src.labels import LabelSpace
 
 
 class Loss(nn.Module):
-    """``forward(logits [B, C], targets) -> scalar``; targets are float multi-hot ``[B, C]`` for
-    multi-label and class ids ``[B]`` for multi-class. Computed in fp32 whatever the autocast dtype."""
+    """``forward(logits [B, C], targets [B, C]) -> scalar`` with 0/1 targets (one-hot rows for multi-class, as
+    :class:`~src.labels.LabelSpace` makes them). Computed in fp32 whatever the autocast dtype."""
 
     tasks: ClassVar[tuple[str, ...]] = ("multilabel",)
 
@@ -52,20 +53,16 @@ def given_weights(value: Sequence[float] | None, name: str) -> torch.Tensor | No
 
 
 def call_with_facts(factory: Callable[..., Loss], **facts) -> Loss:
-    """Call a loss factory with those data facts (``label_counts``, ``num_examples``) its signature names;
-    a fact that is None is left to the factory's default. Shared by build_loss and losses that wrap others."""
+    """Call a loss factory with those data facts (``label_counts``, ``num_examples``, ``exclusive``) its signature
+    names; a fact that is None is left to the factory's default. Shared by build_loss and losses that wrap others."""
     wanted = inspect.signature(factory).parameters
     return factory(**{key: value for key, value in facts.items() if key in wanted and value is not None})
 
 
-def build_loss(
-    loss_factory: Callable[..., Loss], *, task: str, label_counts: Sequence[int], num_examples: int
-) -> Loss:
-    """Call a loss partial with the data facts its signature asks for, and check it fits the task."""
-    loss = call_with_facts(loss_factory, label_counts=list(label_counts), num_examples=num_examples)
-    if task not in loss.tasks:
-        raise ConfigError(
-            f"{type(loss).__name__} works for {' / '.join(loss.tasks)} data, but this dataset is {task}. "
-            + "Use loss=bce (either task) or loss=ce (multiclass)."
-        )
+def build_loss(loss_factory: Callable[..., Loss], labels: LabelSpace) -> Loss:
+    """Call a loss partial with the data facts its signature asks for, and check it fits the label space."""
+    counts = None if labels.counts is None else list(labels.counts)
+    loss = call_with_facts(loss_factory, label_counts=counts, num_examples=labels.num_train,
+                           exclusive=labels.exclusive)
+    labels.check_loss(loss)
     return loss

@@ -11,7 +11,7 @@ from src.losses.base import Loss, auto_or_given, given_weights, require_counts
 
 
 class BinaryCrossEntropy(Loss):
-    """Mean BCE over labels and examples; on multi-class data it is one-vs-rest over one-hot targets.
+    """Mean BCE over labels and examples; on multi-class data it is one-vs-rest over the one-hot targets.
 
     ``pos_weight="auto"`` weights each label's positives by negatives/positives in the training split,
     clipped to ``max_pos_weight`` (a label with 77 positives in 43k would otherwise get ~560).
@@ -39,8 +39,6 @@ class BinaryCrossEntropy(Loss):
         self.register_buffer("weight", given_weights(weight, "loss.weight"))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if targets.ndim == 1:  # class ids
-            targets = F.one_hot(targets.long(), logits.shape[-1])
         return F.binary_cross_entropy_with_logits(
             logits.float(), targets.float(), weight=self.weight, pos_weight=self.pos_weight
         )

@@ -11,7 +11,8 @@ from src.losses.base import Loss, auto_or_given, require_counts
 
 
 class CrossEntropy(Loss):
-    """``class_weights="auto"`` gives each class total / (C * count_c), the inverse-frequency weighting
+    """Targets are one-hot rows (their arg-max is the class). ``class_weights="auto"`` gives each class
+    total / (C * count_c), the inverse-frequency weighting
     scikit-learn calls "balanced"; a class absent from training gets the largest finite weight."""
 
     tasks = ("multiclass",)
@@ -33,5 +34,5 @@ class CrossEntropy(Loss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
-            logits.float(), targets.long(), weight=self.class_weights, label_smoothing=self.label_smoothing
+            logits.float(), targets.argmax(dim=-1), weight=self.class_weights, label_smoothing=self.label_smoothing
         )

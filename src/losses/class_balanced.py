@@ -39,6 +39,7 @@ class ClassBalancedLoss(Loss):
         beta: float = 0.999,
         label_counts: Sequence[int] | None = None,
         num_examples: int | None = None,
+        exclusive: bool = False,
     ):
         super().__init__()
         if label_counts is None:
@@ -56,7 +57,7 @@ class ClassBalancedLoss(Loss):
         self.weight_keyword = keyword
         self.base = call_with_facts(
             functools.partial(base, **{keyword: weights.tolist()}), label_counts=label_counts,
-            num_examples=num_examples,
+            num_examples=num_examples, exclusive=exclusive,
         )
         self.tasks = self.base.tasks
 

@@ -30,12 +30,14 @@ class CombinedLoss(Loss):
         ratio: float = 0.7,
         label_counts: Sequence[int] | None = None,
         num_examples: int | None = None,
+        exclusive: bool = False,
     ):
         super().__init__()
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"loss.ratio must be in [0, 1], got {ratio}")
-        self.first = build_inner(first, label_counts=label_counts, num_examples=num_examples)
-        self.second = build_inner(second, label_counts=label_counts, num_examples=num_examples)
+        facts = {"label_counts": label_counts, "num_examples": num_examples, "exclusive": exclusive}
+        self.first = build_inner(first, **facts)
+        self.second = build_inner(second, **facts)
         self.ratio = float(ratio)
         self.tasks = tuple(task for task in self.first.tasks if task in self.second.tasks)
         if not self.tasks:

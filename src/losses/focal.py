@@ -14,11 +14,11 @@ from src.losses.base import Loss, given_weights
 class FocalLoss(Loss):
     """``-alpha_t * (1 - p_t)^gamma * log(p_t)``.
 
-    * Multi-label (targets ``[B, C]``): sigmoid form per element, mean over B x C. ``p_t`` is p for a positive
-      and 1 - p for a negative; ``alpha_t`` is ``alpha`` for positives and ``1 - alpha`` for negatives. Written
-      as torchvision's ``sigmoid_focal_loss`` (BCE times ``(1 - p_t)^gamma``), so soft targets work too.
-    * Multi-class (class ids ``[B]``): softmax form with ``p_t = softmax(x)[y]`` and a scalar ``alpha``, mean
-      over B.
+    * Multi-label: sigmoid form per element, mean over B x C. ``p_t`` is p for a positive and 1 - p for a
+      negative; ``alpha_t`` is ``alpha`` for positives and ``1 - alpha`` for negatives. Written as torchvision's
+      ``sigmoid_focal_loss`` (BCE times ``(1 - p_t)^gamma``), so soft targets work too.
+    * Multi-class (``exclusive``, a data fact build_loss passes; one-hot targets): softmax form with
+      ``p_t = softmax(x)[y]`` and a scalar ``alpha``, mean over B.
 
     ``alpha=None`` turns the alpha weighting off; gamma = 0 with alpha = None is plain BCE / cross-entropy.
     ``weight`` (one number per label or class) scales each label's column (multi-label) or each example by the
@@ -27,8 +27,10 @@ class FocalLoss(Loss):
 
     tasks = ("multilabel", "multiclass")
 
-    def __init__(self, gamma: float = 2.0, alpha: float | None = 0.25, weight: Sequence[float] | None = None):
+    def __init__(self, gamma: float = 2.0, alpha: float | None = 0.25, weight: Sequence[float] | None = None,
+                 exclusive: bool = False):
         super().__init__()
+        self.exclusive = bool(exclusive)
         if gamma < 0:
             raise ConfigError(f"loss.gamma must be >= 0, got {gamma}")
         if alpha is not None and not 0.0 <= alpha <= 1.0:
@@ -39,8 +41,8 @@ class FocalLoss(Loss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = logits.float()
-        if targets.ndim == 1:
-            return self._softmax(x, targets.long())
+        if self.exclusive:
+            return self._softmax(x, targets.argmax(dim=-1))
         return self._sigmoid(x, targets.float())
 
     def _focus(self, log_one_minus_p_t: torch.Tensor) -> torch.Tensor:

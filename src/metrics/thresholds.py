@@ -18,7 +18,7 @@ threshold carries the evidence of ``prior_strength`` pseudo-positives. The grid 
 same reason: a finer grid only fits the noise.
 
 All comparisons are strict, as in torchmetrics: a label is predicted positive iff ``score > threshold``, so the
-uncalibrated default (``thresholds=None`` in :func:`decide`) reproduces torchmetrics' ``threshold=0.5`` exactly.
+uncalibrated default (``thresholds=None`` in :meth:`src.labels.LabelSpace.decide`) is torchmetrics' ``threshold=0.5``.
 
 Tuning thresholds on a dev set and reporting dev F1 is optimistic; :func:`cross_fitted_macro_f1` gives the honest
 estimate by calibrating on one half of the rows and scoring on the other.
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from src.metrics.f1 import f1_from_counts
+from src.metrics.counts import confusion
 
 #: Candidate thresholds, 0.05 .. 0.95 in steps of 0.05: deliberately coarse (see the module docstring).
 GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -66,6 +66,19 @@ class Thresholds:
         d["at_least_one"] = bool(self.at_least_one)
         return d
 
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """Bool ``[N, C]`` decisions: ``score > per_label[c]`` (strict); with ``at_least_one``, a row with no label
+        above its threshold gets its top-scoring label."""
+        scores = np.asarray(scores)
+        cut = np.asarray(self.per_label, dtype=np.float64)
+        if scores.ndim != 2 or cut.shape != (scores.shape[1],):
+            raise ValueError(f"{cut.size} thresholds for scores of shape {scores.shape}")
+        decisions = scores > cut[None, :]
+        if self.at_least_one:
+            empty = np.flatnonzero(~decisions.any(axis=1))
+            decisions[empty, scores[empty].argmax(axis=1)] = True
+        return decisions
+
     @classmethod
     def from_dict(cls, d: dict) -> Thresholds:
         return cls(
@@ -87,41 +100,20 @@ def _as_2d(scores, targets) -> tuple[np.ndarray, np.ndarray]:
     return scores, targets
 
 
-def macro_f1(targets: np.ndarray, predictions: np.ndarray) -> float:
-    """Multi-label macro-F1 over all labels, labels without positives or predictions counting 0 (sklearn-equal)."""
-    targets = np.asarray(targets).astype(bool)
-    predictions = np.asarray(predictions).astype(bool)
-    tp = (targets & predictions).sum(0)
-    fp = (~targets & predictions).sum(0)
-    fn = (targets & ~predictions).sum(0)
-    return float(f1_from_counts(tp, fp, fn).mean())
+def macro_f1(targets: np.ndarray, decisions: np.ndarray) -> float:
+    """Multi-label macro-F1 over all labels, labels without positives or decisions counting 0 (sklearn-equal)."""
+    return float(confusion(np.asarray(targets, dtype=bool), np.asarray(decisions, dtype=bool)).f1().mean())
 
 
 def _grid_f1(scores: np.ndarray, targets: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Per-label F1 at every grid threshold: [G, C]."""
-    positives = targets.sum(0)
-    tp = np.empty((len(grid), scores.shape[1]))
-    predicted = np.empty_like(tp)
-    for g, t in enumerate(grid):  # G is ~20: a loop keeps memory at one [N, C] mask
-        above = scores > t
-        tp[g] = (above & targets).sum(0)
-        predicted[g] = above.sum(0)
-    return f1_from_counts(tp, predicted - tp, positives[None, :] - tp)
+    """Per-label F1 at every grid threshold: [G, C] (G is ~20: a loop keeps memory at one [N, C] mask)."""
+    return np.stack([confusion(targets, scores > t).f1() for t in grid])
 
 
 def _closest(candidates: np.ndarray, grid: np.ndarray, target: float) -> float:
     """Among grid indices ``candidates``, the grid value closest to ``target`` (the lower one on an exact tie)."""
     values = grid[candidates]
     return float(values[np.argmin(np.abs(values - target))])
-
-
-def _fill_empty_rows(predictions: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    empty = ~predictions.any(axis=1)
-    if empty.any():
-        predictions = predictions.copy()
-        rows = np.flatnonzero(empty)
-        predictions[rows, scores[rows].argmax(axis=1)] = True
-    return predictions
 
 
 # ---------------------------------------------------------------- public API
@@ -183,38 +175,13 @@ def calibrate(
     if isinstance(at_least_one, str):
         if at_least_one != "auto":
             raise ValueError(f"at_least_one must be a bool or 'auto', got {at_least_one!r}")
-        without = macro_f1(targets, decide(scores, thresholds, "multilabel"))
+        without = macro_f1(targets, thresholds.apply(scores))
         thresholds.at_least_one = True
-        with_fallback = macro_f1(targets, decide(scores, thresholds, "multilabel"))
+        with_fallback = macro_f1(targets, thresholds.apply(scores))
         thresholds.at_least_one = bool(with_fallback > without + min_gain)
     else:
         thresholds.at_least_one = bool(at_least_one)
     return thresholds
-
-
-def decide(scores: np.ndarray, thresholds: Thresholds | None, task: str) -> np.ndarray:
-    """Boolean predictions [N, C] from probabilities [N, C].
-
-    multiclass: the one-hot arg-max (``thresholds`` ignored). multilabel: ``score > threshold`` (strict), with 0.5 for
-    every label when ``thresholds`` is None (torchmetrics' default); with ``thresholds.at_least_one``, a row with no
-    label above its threshold gets its top-scoring label.
-    """
-    scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must be [N, C], got shape {scores.shape}")
-    if task == "multiclass":
-        predictions = np.zeros(scores.shape, dtype=bool)
-        predictions[np.arange(len(scores)), scores.argmax(axis=1)] = True
-        return predictions
-    if task != "multilabel":
-        raise ValueError(f"task must be 'multilabel' or 'multiclass', got {task!r}")
-    if thresholds is None:
-        return scores > 0.5
-    cut = np.asarray(thresholds.per_label, dtype=np.float64)
-    if cut.shape != (scores.shape[1],):
-        raise ValueError(f"{cut.size} thresholds for {scores.shape[1]} labels")
-    predictions = scores > cut[None, :]
-    return _fill_empty_rows(predictions, scores) if thresholds.at_least_one else predictions
 
 
 def split_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -237,5 +204,5 @@ def cross_fitted_macro_f1(scores: np.ndarray, targets: np.ndarray, seed: int = 0
     results = []
     for fit, held_out in ((first, second), (second, first)):
         thresholds = calibrate(scores[fit], targets[fit], **calibrate_kwargs)
-        results.append(macro_f1(targets[held_out], decide(scores[held_out], thresholds, "multilabel")))
+        results.append(macro_f1(targets[held_out], thresholds.apply(scores[held_out])))
     return float(np.mean(results))

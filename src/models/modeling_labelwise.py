@@ -1,8 +1,11 @@
-"""A labelwise classifier as a Hugging Face model: any encoder + pooling + dropout + linear head.
+"""The labelwise model: any Hugging Face encoder + pooling + a classification head, with its labels and decision
+thresholds in its config. The class that trains is the class that ships: checkpoints hold its weights and config,
+and an export is its ``save_pretrained`` directory.
 
-``python -m src.export format=hf`` copies this file into the exported directory, so it must import nothing from
-this project (only torch and transformers). Stock ``*ForSequenceClassification`` heads classify from the [CLS]
-token (often through an extra dense layer); our default pooling is a masked mean, which none of them computes.
+``save_pretrained`` copies this file into the exported directory (loaded with ``trust_remote_code=True``), so it
+imports nothing from the project: only torch and transformers. Stock ``*ForSequenceClassification`` heads classify
+from the [CLS] token, often through an extra dense layer; our default pooling is a masked mean, which none of them
+computes.
 """
 
 from __future__ import annotations
@@ -12,9 +15,16 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+POOLINGS = ("mean", "cls", "cls_mean", "pooler")
+
 
 class LabelwiseConfig(PretrainedConfig):
-    """The encoder's own config nested under ``encoder``, plus how to pool, the task and tuned thresholds."""
+    """The encoder's own config nested under ``encoder``; how to pool; the head (``head_hidden`` 0: dropout + linear,
+    >0: a hidden GELU layer of that width in front); ``label_space`` (task, names, training counts); ``thresholds``
+    (per-label decision thresholds, None: 0.5); ``base_model`` (where the encoder and tokenizer came from) and
+    ``max_seq_length`` (the truncation length in tokens used in training; ``max_length`` would be read as a
+    generation setting). Labels also go into Hugging Face's ``id2label`` and
+    ``problem_type``, which ``pipeline()`` reads."""
 
     model_type = "labelwise"
 
@@ -23,8 +33,11 @@ class LabelwiseConfig(PretrainedConfig):
         encoder: dict | PretrainedConfig | None = None,
         pooling: str = "mean",
         classifier_dropout: float = 0.1,
-        task: str = "multilabel",
+        head_hidden: int = 0,
+        label_space: dict | None = None,
         thresholds: dict | None = None,
+        base_model: str | None = None,
+        max_seq_length: int | None = None,
         **kwargs,
     ):
         if isinstance(encoder, dict):
@@ -32,8 +45,11 @@ class LabelwiseConfig(PretrainedConfig):
         self.encoder = encoder
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
-        self.task = task
+        self.head_hidden = head_hidden
+        self.label_space = label_space
         self.thresholds = thresholds
+        self.base_model = base_model
+        self.max_seq_length = max_seq_length
         super().__init__(**kwargs)
 
 
@@ -44,8 +60,7 @@ def pooled_width(hidden_size: int, pooling: str) -> int:
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor | None, mode: str) -> torch.Tensor:
     """Sentence vector from token states: masked mean, the [CLS] state, both concatenated, or BERT's pooler
-    (trained by next-sentence prediction; untrained in sentence-transformers checkpoints such as MiniLM).
-    The training module imports it from here, so the exported model pools exactly as it was trained."""
+    (trained by next-sentence prediction; untrained in sentence-transformers checkpoints such as MiniLM)."""
     if mode == "pooler":
         return pooler_output
     cls = hidden[:, 0]
@@ -56,50 +71,80 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor |
     return mean if mode == "mean" else torch.cat([cls, mean], dim=-1)
 
 
+class ClassificationHead(nn.Module):
+    """Dropout + linear; with ``hidden > 0`` dropout + linear + GELU + dropout + linear."""
+
+    def __init__(self, width: int, num_labels: int, dropout: float, hidden: int = 0):
+        super().__init__()
+        self.width = width  # of the pooled input
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(width, hidden) if hidden else None
+        self.activation = nn.GELU() if hidden else None
+        self.hidden_dropout = nn.Dropout(dropout) if hidden else None
+        self.out_proj = nn.Linear(hidden or width, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(pooled)
+        if self.dense is not None:
+            x = self.hidden_dropout(self.activation(self.dense(x)))
+        return self.out_proj(x)
+
+
 class LabelwiseForSequenceClassification(PreTrainedModel):
-    """Logits ``[B, num_labels]``; sigmoid them for multi-label, softmax for multi-class (``config.task``),
-    and compare with ``config.thresholds`` (None means 0.5) to decide labels."""
+    """Logits ``[B, num_labels]``: sigmoid them for multi-label, softmax for multi-class (``config.problem_type``),
+    and compare with ``config.thresholds`` (None: 0.5) to decide labels.
+
+    ``forward`` takes token ids, or ``embeddings`` (already pooled sentence vectors, as a frozen-encoder probe trains
+    on) to run the head alone. ``encoder`` passes an already built encoder (pretrained weights) instead of building
+    one from ``config.encoder``.
+    """
 
     config_class = LabelwiseConfig
     base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True
 
-    def __init__(self, config: LabelwiseConfig):
+    def __init__(self, config: LabelwiseConfig, encoder: PreTrainedModel | None = None):
         super().__init__(config)
-        self.encoder = AutoModel.from_config(config.encoder)
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {config.pooling!r}")
+        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder)
         if config.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
-            self.encoder.pooler = None
+            self.encoder.pooler = None  # unused weights would break DDP and cost a matmul per batch
         width = pooled_width(config.encoder.hidden_size, config.pooling)
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(width, config.num_labels)
+        self.head = ClassificationHead(width, config.num_labels, config.classifier_dropout, config.head_hidden)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Only reached for weights missing from a checkpoint; the encoder initialises its own modules.
-        if module is self.classifier:
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
+        """The head keeps torch's default initialisation (a pretrained encoder initialises itself)."""
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled sentence vectors ``[B, width]``."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None), self.config.pooling)
 
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        embeddings: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
         """``token_type_ids`` and other tokenizer outputs are accepted and ignored: the model was trained on
-        single texts without them, exactly as labelwise runs it."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = pool(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None), self.config.pooling)
-        logits = self.classifier(self.dropout(pooled))
+        single texts without them. ``labels`` (0/1 ``[B, C]`` for multi-label, class ids for multi-class) give
+        Hugging Face's usual loss, so the model also trains in a Hugging Face Trainer."""
+        if embeddings is None:
+            embeddings = self.embed(input_ids, attention_mask)
+        logits = self.head(embeddings)
         loss = None
         if labels is not None:
-            if self.config.task == "multilabel":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            if self.config.problem_type == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
             else:
-                loss = nn.functional.cross_entropy(logits, labels)
+                loss = nn.functional.cross_entropy(logits.float(), labels.long())
         if return_dict is False:
             return (logits,) if loss is None else (loss, logits)
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -1,22 +1,29 @@
-"""Self-contained checkpoints: what `eval`, `predict` and resume need, stored beside the weights."""
+"""Self-contained checkpoints: the model artifact's config and weights (written by the LightningModule), the run's
+config and MLflow run id (written here), saved atomically and read back with ``weights_only=True``.
+
+A checkpoint of labelwise 0.1 (a ``TextClassifier`` with its head under ``head.1``) is converted when read, so
+``src.eval``, ``src.predict`` and ``src.export`` take it as it is; it cannot be resumed.
+"""
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from src.errors import ConfigError
+from src.io import atomic_path
+from src.models.module import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from src.tracking.mlflow import find_mlflow
-
-KEY = "labelwise"
 
 
 class RunMetadata(L.Callback):
-    """Adds ``checkpoint["labelwise"]``: the config (resolved, and unresolved for resume), label names, task,
-    tokenizer, MLflow run id and tuned thresholds (None until calibrated)."""
+    """Adds the run's config (resolved, and unresolved for resume) and MLflow run id to every checkpoint."""
 
     def __init__(self, config: dict[str, Any], config_unresolved: dict[str, Any]):
         self.config = config
@@ -24,37 +31,75 @@ class RunMetadata(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         mlflow = find_mlflow(trainer.loggers)
-        checkpoint[KEY] = {
-            "config": self.config,
-            "config_unresolved": self.config_unresolved,
-            "label_names": list(pl_module.hparams.label_names),
-            "task": pl_module.hparams.task,
-            "tokenizer": pl_module.hparams.name_or_path,
-            "mlflow_run_id": mlflow.run_id if mlflow else None,
-            "thresholds": None,
-        }
+        checkpoint.setdefault(CHECKPOINT_KEY, {}).update(
+            config=self.config, config_unresolved=self.config_unresolved,
+            mlflow_run_id=mlflow.run_id if mlflow else None)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A labelwise checkpoint (tensors memory-mapped), with a clear error for a wrong path or foreign file."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writes, under a temporary name beside the file and renamed when complete (Lightning's
+    own local write goes through a temporary file in the system temp dir, which is a copy, not a rename, when that
+    is another file system)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A labelwise checkpoint (tensors memory-mapped, ``weights_only``), converted from the 0.1 layout if needed; one
+    clear ConfigError for a wrong path, a truncated or corrupt file, or a foreign one."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={path}: no such file. Pass the path of a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)."
-        )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    if KEY not in checkpoint:
-        raise ConfigError(f"ckpt_path={path}: not a labelwise checkpoint (no '{KEY}' entry).")
+        what = "a directory, not a checkpoint file" if path.is_dir() else "no such file"
+        raise ConfigError(f"ckpt_path={path}: {what}. Pass the path of a .ckpt file "
+                          "(e.g. <run dir>/checkpoints/last.ckpt).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"ckpt_path={path}: cannot be read as a checkpoint ({reason}); the file is truncated, "
+                          "corrupt or not a PyTorch checkpoint. Use another checkpoint of the run "
+                          "(checkpoints/last.ckpt or best-*.ckpt).") from None
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        raise ConfigError(f"ckpt_path={path}: not a labelwise checkpoint (no '{CHECKPOINT_KEY}' entry).")
+    if "format" not in checkpoint[CHECKPOINT_KEY]:
+        checkpoint = from_first_layout(checkpoint)
     return checkpoint
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The ``labelwise`` entry of a checkpoint."""
-    return load_checkpoint(path)[KEY]
+    return read_checkpoint(path)[CHECKPOINT_KEY]
 
 
-def store_thresholds(path: str | Path, thresholds: dict[str, Any]) -> None:
-    """Write tuned thresholds into a saved checkpoint (calibration runs after training saved it)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    checkpoint[KEY]["thresholds"] = thresholds
-    torch.save(checkpoint, path)
+def from_first_layout(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A labelwise 0.1 checkpoint in the current layout (for inference): the model config rebuilt from the stored
+    hyperparameters and the encoder's own config, the head's weights renamed, the label counts unknown."""
+    from src.labels import LabelSpace
+    from src.models.build import label_fields
+    from src.models.modeling_labelwise import LabelwiseConfig
+    from src.pretrained import load_encoder_config
+
+    meta, hparams = checkpoint[CHECKPOINT_KEY], checkpoint["hyper_parameters"]
+    hidden = int(hparams.get("hidden", 0))
+    labels = LabelSpace(meta["task"], tuple(meta["label_names"]))
+    config = LabelwiseConfig(
+        encoder=load_encoder_config(hparams["name_or_path"]), pooling=hparams.get("pooling", "mean"),
+        classifier_dropout=hparams.get("dropout", 0.1), head_hidden=hidden, thresholds=meta.get("thresholds"),
+        base_model=meta["tokenizer"], max_seq_length=int(meta["config"]["data"]["max_length"]),
+        **label_fields(labels),
+    )
+    # old head: Sequential(Dropout, Linear) or, with a hidden layer, Sequential(Dropout, Linear, GELU, Dropout, Linear)
+    renamed = {"head.1.": "head.dense." if hidden else "head.out_proj.", "head.4.": "head.out_proj."}
+    state = {}
+    for key, value in checkpoint["state_dict"].items():
+        prefix = next((old for old in renamed if key.startswith(old)), None)
+        if prefix is not None:
+            state["net." + renamed[prefix] + key.removeprefix(prefix)] = value
+        elif key.startswith("encoder."):
+            state["net." + key] = value
+    upgraded = {**meta, "format": CHECKPOINT_FORMAT, "net_config": config.to_dict(), "resumable": False}
+    return {**checkpoint, "state_dict": state, CHECKPOINT_KEY: upgraded}

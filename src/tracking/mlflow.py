@@ -4,7 +4,6 @@ active runs behind)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
@@ -66,33 +65,8 @@ def record_failure(logger: MLFlowLogger, error: BaseException) -> None:
     logger.experiment.set_terminated(logger.run_id, "FAILED")
 
 
-CURVES = ("train/loss_step", "train/loss_epoch", "val/loss", "val/macro_f1")
-
-
-def training_history(logger: MLFlowLogger) -> dict[str, list[tuple[float, float]]]:
-    """``{metric: [(step, value), ...]}`` of the curves worth plotting, read back from the run."""
-    client, run_id = logger.experiment, logger.run_id
-    history = {name: [(m.step, m.value) for m in client.get_metric_history(run_id, name)] for name in CURVES}
-    return {name: points for name, points in history.items() if points}
-
-
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment:
         return experiment.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def log_results(client: MlflowClient, run_id: str, metrics: dict[str, dict[str, Any]], report_dir: Path | None) -> None:
-    """Per-split numbers (``test/macro_f1_tuned``...) and the report files as artifacts under ``report/``."""
-    for split, values in metrics.items():
-        for name, value in values.items():
-            if isinstance(value, float):
-                client.log_metric(run_id, f"{split}/{name}", value)
-    if report_dir is not None and report_dir.is_dir():
-        client.log_artifacts(run_id, str(report_dir), "report")
-
-
-def log_evaluation(logger: MLFlowLogger, metrics: dict[str, dict[str, Any]], report_dir: Path | None) -> None:
-    """The final evaluation of a training run, into that run."""
-    log_results(logger.experiment, logger.run_id, metrics, report_dir)

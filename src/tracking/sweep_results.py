@@ -3,7 +3,8 @@
 What the training side writes: the parent run is tagged ``labelwise.kind = "sweep"``; each job is a child run
 (``mlflow.parentRunId``) tagged ``labelwise.overrides`` (JSON list of ``key=value``) and ``labelwise.swept_keys``
 (JSON list of the keys the sweep varied); per-example decisions, when saved, are the child's artifact
-``report/predictions_<split>.npz`` holding ``targets`` and ``predictions``.
+``report/predictions_<split>.npz`` holding ``targets``, ``predictions`` (0/1 ``[N, C]``) and ``labels`` (the label
+space as JSON).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from src.errors import ConfigError
+from src.labels import LabelSpace
 from src.tracking.naming import override_key
 from src.tracking.sweep import KIND_TAG, OVERRIDES_TAG, PARENT_TAG, SWEPT_KEYS_TAG
 
@@ -110,11 +112,24 @@ def grouping_keys(jobs: list[Job]) -> list[str]:
     return [key for key in tagged if key != SEED]
 
 
-def load_predictions(client: MlflowClient, run_id: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(targets, predictions)`` from the run's ``report/predictions_<split>.npz``, or None when it was not saved."""
+@dataclass(frozen=True)
+class Predictions:
+    """A run's saved per-example 0/1 targets and decisions ``[N, C]`` and its label space."""
+
+    labels: LabelSpace
+    targets: np.ndarray
+    predictions: np.ndarray
+
+
+def load_predictions(client: MlflowClient, run_id: str, split: str) -> Predictions | None:
+    """The run's ``report/predictions_<split>.npz``, or None when it was not saved (or saved by labelwise 0.1,
+    without its label space)."""
     name = f"predictions_{split}.npz"
     if name not in {Path(info.path).name for info in client.list_artifacts(run_id, "report")}:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         with np.load(client.download_artifacts(run_id, f"report/{name}", tmp)) as saved:
-            return np.asarray(saved["targets"]), np.asarray(saved["predictions"])
+            if "labels" not in saved:
+                return None
+            return Predictions(LabelSpace.from_dict(json.loads(str(saved["labels"]))), np.asarray(saved["targets"]),
+                               np.asarray(saved["predictions"]))

@@ -64,3 +64,20 @@ def test_sorted_batches_cover_everything_longest_first():
     assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
     order = [LENGTHS[i] for b in batches for i in b]
     assert order == sorted(LENGTHS.tolist(), reverse=True)
+
+
+@pytest.mark.parametrize(("rows", "replicas"), [(1000, 2), (32, 2), (1, 2), (0, 3), (7, 3), (1000, 1)])
+def test_evaluation_shards_give_every_rank_the_same_number_of_batches_and_every_row(monkeypatch, rows, replicas):
+    lengths = np.random.default_rng(0).integers(1, 60, size=rows)
+    shards = []
+    for rank in range(replicas):
+        monkeypatch.setattr(batching, "_world", lambda rank=rank: (replicas, rank))
+        shards.append(batching.shard(lengths, 128))
+    assert len({len(batches) for batches in shards}) == 1  # no rank waits, none has an empty loader
+    assert all(len(batch) <= 128 for batches in shards for batch in batches)
+    seen = [i for batches in shards for batch in batches for i in batch]
+    assert set(seen) == set(range(rows))  # rows may repeat (padding), never go missing
+    if replicas == 1:
+        assert shards[0] == sorted_batches(lengths, 128)  # outside DDP: the plain length-sorted batches
+    elif rows:
+        assert all(batches and all(batches) for batches in shards)

@@ -87,7 +87,7 @@ def test_missing_directory_and_missing_train_say_how_to_fix(tmp_path: Path) -> N
         with pytest.raises(DataError) as info:
             GoEmotionsSource(str(directory)).load()
         assert str(directory) in str(info.value)
-        assert "data.data_dir=" in str(info.value)
+        assert "data.source.data_dir=" in str(info.value)
         assert "train.tsv" in str(info.value)
 
 
@@ -124,7 +124,7 @@ def test_without_datasets_the_error_names_data_dir_and_the_install(monkeypatch) 
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` raise ImportError
     with pytest.raises(DataError) as info:
         GoEmotionsSource().load()
-    assert "data.data_dir=<directory with train.tsv and dev.tsv>" in str(info.value)
+    assert "data.source.data_dir=<directory with train.tsv and dev.tsv>" in str(info.value)
     assert "pip install datasets" in str(info.value)
 
 
@@ -135,7 +135,7 @@ def test_failed_download_is_wrapped(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
     with pytest.raises(DataError) as info:
         GoEmotionsSource().load()
-    assert "data.data_dir=<directory with train.tsv and dev.tsv>" in str(info.value)
+    assert "data.source.data_dir=<directory with train.tsv and dev.tsv>" in str(info.value)
     assert "no route to host" in str(info.value)
 
 
@@ -161,12 +161,12 @@ def test_hub_splits_are_renamed(monkeypatch) -> None:
 
 
 def test_offline_fetch_asks_for_a_local_copy(monkeypatch, tmp_path: Path) -> None:
-    """The real environment: `datasets` is either missing or cannot reach the hub; both name data.data_dir."""
+    """The real environment: `datasets` is either missing or cannot reach the hub; both name data.source.data_dir."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # no cached copy to fall back on
     with pytest.raises(DataError) as info:
         GoEmotionsSource().load()
-    assert "data.data_dir=" in str(info.value)
+    assert "data.source.data_dir=" in str(info.value)
 
 
 @pytest.mark.skipif(not (SHARED / "train.tsv").is_file(), reason=f"no local GoEmotions copy at {SHARED}")

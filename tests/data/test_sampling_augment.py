@@ -13,7 +13,7 @@ from src.data.datamodule import TextDataModule
 from src.data.records import LabelledData, Split
 from src.data.sampling import RandomResampler, proxy_classes
 from src.errors import ConfigError
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 
 def test_rarest_proxy_hand_worked():
@@ -28,14 +28,17 @@ def test_powerset_proxy_classes_equal_label_sets():
     assert keys[0] == keys[2] and len({keys[0], keys[1], keys[3]}) == 3
 
 
-def test_multiclass_ids_are_their_own_proxy():
-    assert proxy_classes(np.array([2, 0, 2]), "rarest").tolist() == [2, 0, 2]
+@pytest.mark.parametrize("proxy", ["rarest", "powerset"])
+def test_a_multiclass_row_is_classed_by_its_class(proxy):
+    keys = proxy_classes(np.eye(3)[[2, 0, 2, 1]], proxy)
+    assert keys[0] == keys[2] and len(set(keys.tolist())) == 3
+    assert proxy_classes(np.eye(3)[[2, 0, 2]], "rarest").tolist() == [2, 0, 2]
 
 
 @pytest.mark.parametrize("mode,ratio", [("over", 0.5), ("over", 1.0), ("under", 0.25), ("under", 1.0)])
 def test_resampler_hits_the_target_ratio(mode, ratio):
     classes = np.repeat([0, 1, 2], [400, 60, 10])
-    indices = RandomResampler(mode, ratio=ratio, seed=3).resample_indices(classes)
+    indices = RandomResampler(mode, ratio=ratio, seed=3).resample_indices(np.eye(3)[classes])
     counts = np.bincount(classes[indices])
     assert counts.min() / counts.max() >= ratio - 1 / counts.max()
     if mode == "over":  # nothing is lost, minorities are repeated rows of their own class
@@ -46,7 +49,8 @@ def test_resampler_hits_the_target_ratio(mode, ratio):
 
 def test_resampler_is_deterministic_by_seed():
     classes = np.repeat([0, 1], [50, 5])
-    first, again, other = (RandomResampler("over", 1.0, seed=s).resample_indices(classes) for s in (1, 1, 2))
+    first, again, other = (RandomResampler("over", 1.0, seed=s).resample_indices(np.eye(2)[classes])
+                           for s in (1, 1, 2))
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
@@ -121,18 +125,18 @@ def test_datamodule_augments_and_resamples_train_only(tiny_bert):
     module.setup()
     assert len(module.data.splits["train"]) == 64
     assert len(module.data.splits["val"]) == 1 and module.data.splits["val"].texts == data.splits["val"].texts
-    train_targets = module._tokenized["train"].targets.numpy()
+    train_targets = module.dataset("train").targets.numpy()
     assert Counter(proxy_classes(train_targets, "rarest").tolist()) == {0: 58, 1: 58}
-    assert len(module._tokenized["val"]) == 1
+    assert len(module.dataset("val")) == 1
 
 
 def test_feature_sampler_with_a_text_model_is_refused(tiny_bert):
     class FeatureOnly:
-        def resample_features(self, features, targets):
+        def resample_features(self, features, targets, space):
             return features, targets
 
     module = TextDataModule(InMemory(data_with_minority()), tokenizer=tiny_bert, sampler=FeatureOnly())
-    with pytest.raises(ConfigError, match="model=frozen_encoder"):
+    with pytest.raises(ConfigError, match="it needs embeddings"):
         module.setup()
 
 

@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 
 from src.data.smote import SmoteResampler, imbalance_ratios, minority_labels
 from src.errors import ConfigError
-from tests.conftest import compose_train
+from src.labels import LabelSpace
+from tests.helpers import compose_train
 
 
 def multilabel_data(rows: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +62,8 @@ def test_imbalance_ratios_and_mean_ir_by_hand():
 def test_mlsmote_rows_interpolate_real_neighbours_with_ranked_label_sets():
     features, targets = multilabel_data()
     k = 3
-    out_x, out_y = SmoteResampler(k_neighbors=k, ratio=1.0, max_new=1.0, seed=0).resample_features(features, targets)
+    out_x, out_y = SmoteResampler(k_neighbors=k, ratio=1.0, max_new=1.0, seed=0).resample_features(
+        features, targets, multilabel(targets))
 
     assert np.array_equal(out_x[: len(features)], features) and np.array_equal(out_y[: len(targets)], targets)
     synthetic_x, synthetic_y = out_x[len(features):], out_y[len(targets):]
@@ -89,7 +91,8 @@ def test_mlsmote_raises_only_minority_labels_up_to_the_caps():
     minority = minority_labels(targets)
     assert len(minority) >= 1 and 0 not in minority
 
-    _, capped = SmoteResampler(k_neighbors=3, ratio=1.0, max_new=1.0, seed=0).resample_features(features, targets)
+    _, capped = SmoteResampler(k_neighbors=3, ratio=1.0, max_new=1.0, seed=0).resample_features(
+        features, targets, multilabel(targets))
     new = capped[len(targets):]
     # one synthetic row per seed and minority label (max_new=1): every new row belongs to some minority label
     expected = sum(min(int(before[label]), math.ceil(before.max()) - int(before[label])) for label in minority)
@@ -98,7 +101,8 @@ def test_mlsmote_raises_only_minority_labels_up_to_the_caps():
     for label in minority:
         assert after[label] >= 2 * before[label]  # each seed added a row that keeps its minority label
 
-    _, uncapped = SmoteResampler(k_neighbors=3, ratio=0.5, max_new=None, seed=0).resample_features(features, targets)
+    _, uncapped = SmoteResampler(k_neighbors=3, ratio=0.5, max_new=None, seed=0).resample_features(
+        features, targets, multilabel(targets))
     goal = math.ceil(0.5 * before.max())
     for label in minority:
         assert uncapped[:, label].sum() >= goal
@@ -106,7 +110,8 @@ def test_mlsmote_raises_only_minority_labels_up_to_the_caps():
 
 def test_mlsmote_is_deterministic_by_seed():
     features, targets = multilabel_data()
-    first, again, other = (SmoteResampler(k_neighbors=3, seed=seed).resample_features(features, targets)
+    space = multilabel(targets)
+    first, again, other = (SmoteResampler(k_neighbors=3, seed=seed).resample_features(features, targets, space)
                            for seed in (1, 1, 2))
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     assert not np.array_equal(first[0], other[0])
@@ -119,7 +124,8 @@ def test_mlsmote_small_minority_labels_use_fewer_neighbours_or_are_skipped(caplo
     targets[:3, 1] = 1.0  # 3 rows: 2 neighbours instead of 5
     targets[5, 2] = 1.0  # 1 row: nothing to interpolate with
     with caplog.at_level(logging.WARNING, logger="src.data.smote"):
-        out_x, out_y = SmoteResampler(k_neighbors=5, seed=0).resample_features(features, targets)
+        out_x, out_y = SmoteResampler(k_neighbors=5, seed=0).resample_features(
+        features, targets, multilabel(targets))
     assert "label 1 has only 3 training rows: 2 neighbours instead of 5" in caplog.text
     assert "label 2 has a single training row" in caplog.text
     new = out_y[len(targets):]
@@ -127,6 +133,14 @@ def test_mlsmote_small_minority_labels_use_fewer_neighbours_or_are_skipped(caplo
 
 
 # ---------------------------------------------------------------- SMOTE (multi-class)
+
+
+def multilabel(targets: np.ndarray) -> LabelSpace:
+    return LabelSpace("multilabel", tuple(str(i) for i in range(targets.shape[1])))
+
+
+def multiclass(num_classes: int) -> LabelSpace:
+    return LabelSpace("multiclass", tuple(str(i) for i in range(num_classes)))
 
 
 def multiclass_data(counts=(40, 10, 4), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +151,10 @@ def multiclass_data(counts=(40, 10, 4), seed: int = 0) -> tuple[np.ndarray, np.n
 
 def test_smote_hits_the_target_counts_with_points_between_same_class_rows():
     features, classes = multiclass_data()
-    out_x, out_y = SmoteResampler(k_neighbors=3, ratio=0.5, max_new=None, seed=0).resample_features(features, classes)
+    smote = SmoteResampler(k_neighbors=3, ratio=0.5, max_new=None, seed=0)
+    out_x, out_one_hot = smote.resample_features(features, np.eye(3)[classes], multiclass(3))
+    assert set(out_one_hot.sum(1).tolist()) == {1.0}  # new rows are one-hot too
+    out_y = out_one_hot.argmax(1)
     assert np.bincount(out_y).tolist() == [40, 20, 20]  # every class raised to ceil(0.5 * 40)
     assert np.array_equal(out_x[: len(features)], features)
     for x, label in zip(out_x[len(features):], out_y[len(features):]):
@@ -148,8 +165,9 @@ def test_smote_hits_the_target_counts_with_points_between_same_class_rows():
 def test_smote_caps_and_small_classes(caplog):
     features, classes = multiclass_data(counts=(40, 10, 3, 1))
     with caplog.at_level(logging.WARNING, logger="src.data.smote"):
-        _, out_y = SmoteResampler(k_neighbors=5, ratio=1.0, max_new=1.0, seed=0).resample_features(features, classes)
-    assert np.bincount(out_y).tolist() == [40, 20, 6, 1]  # at most doubled; the single row left alone
+        _, out = SmoteResampler(k_neighbors=5, ratio=1.0, max_new=1.0, seed=0).resample_features(
+            features, np.eye(4)[classes], multiclass(4))
+    assert np.bincount(out.argmax(1)).tolist() == [40, 20, 6, 1]  # at most doubled; the single row left alone
     assert "class 2 has only 3 training rows" in caplog.text and "class 3 has a single training row" in caplog.text
 
 
@@ -160,6 +178,6 @@ def test_smote_rejects_bad_options(kwargs):
 
 
 def test_smote_config_instantiates(tmp_path):
-    sampler = instantiate(compose_train(tmp_path, ["sampler=smote", "seed=7"]).sampler)
+    sampler = instantiate(compose_train(tmp_path, ["sampler=smote", "seed=7"]).data.sampler)
     assert isinstance(sampler, SmoteResampler) and sampler.seed == 7 and sampler.k_neighbors == 5
     assert not hasattr(sampler, "resample_indices")  # so TextDataModule refuses it with a text model

@@ -146,7 +146,7 @@ def test_unknown_label_in_val_names_row_label_vocabulary_and_fix(tmp_path: Path)
     assert f"{val}:2" in message
     assert "'rage'" in message
     assert "['fear', 'joy']" in message
-    assert "data.labels=[...]" in message
+    assert "data.source.labels=[...]" in message
 
 
 def test_id_outside_given_labels_is_unknown(tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_missing_file_names_the_config_key(tmp_path: Path) -> None:
     train = jsonl(tmp_path / "train.jsonl", [{"text": "a", "labels": "x"}])
     message = load_error(train=train, val=str(tmp_path / "nope.jsonl"))
     assert "nope.jsonl" in message
-    assert "data.val" in message
+    assert "data.source.val" in message
 
 
 def test_missing_csv_column_lists_the_columns_found(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_missing_csv_column_lists_the_columns_found(tmp_path: Path) -> None:
     assert "train.csv" in message
     assert "'text'" in message
     assert "['sentence', 'labels']" in message
-    assert "data.text_column" in message
+    assert "data.source.text_column" in message
 
 
 def test_empty_csv_is_reported(tmp_path: Path) -> None:
@@ -247,13 +247,13 @@ def test_more_than_twenty_problems_are_summarised(tmp_path: Path) -> None:
 def test_unknown_extension_asks_for_the_format(tmp_path: Path) -> None:
     message = load_error(train=write(tmp_path / "train.txt", "text,labels\na,b\n"))
     assert "train.txt" in message
-    assert "data.format" in message
+    assert "data.source.format" in message
 
 
 def test_no_labels_anywhere_asks_for_the_vocabulary(tmp_path: Path) -> None:
     message = load_error(train=write(tmp_path / "train.csv", "text,labels\na,\n"))
     assert "train.csv" in message
-    assert "data.labels" in message
+    assert "data.source.labels" in message
 
 
 def test_file_without_records_is_an_error(tmp_path: Path) -> None:
@@ -264,7 +264,7 @@ def test_file_without_records_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("option", "value"), [("format", "xml"), ("task", "regression")])
 def test_bad_options_are_rejected(tmp_path: Path, option: str, value: str) -> None:
-    with pytest.raises(DataError, match=f"data.{option}"):
+    with pytest.raises(DataError, match=f"data.source.{option}"):
         TabularSource("train.csv", **{option: value})
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from src.data.token_cache import tokenize
-from src.models.pretrained import load_tokenizer
+from src.pretrained import load_tokenizer
 
 TEXTS = ["I love this!", "What a terrible, terrible day.", "ok", "[NAME] said it was fine"]
 

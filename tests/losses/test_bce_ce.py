@@ -10,36 +10,15 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 
 from src.errors import ConfigError
+from src.labels import LabelSpace
 from src.losses.base import Loss, build_loss
 from src.losses.bce import BinaryCrossEntropy
 from src.losses.ce import CrossEntropy
+from tests.helpers import np_bce, np_ce, np_log_softmax, one_hot
 
 
-def np_bce(logits: np.ndarray, targets: np.ndarray, pos_weight: np.ndarray | None = None) -> float:
-    """mean over B x C of -(w_pos * y * log sigmoid(x) + (1 - y) * log(1 - sigmoid(x)))."""
-    x = logits.astype(np.float64)
-    y = targets.astype(np.float64)
-    w = np.ones(x.shape[-1]) if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
-    log_sig = -np.logaddexp(0.0, -x)  # log sigmoid(x)
-    log_one_minus_sig = -np.logaddexp(0.0, x)  # log(1 - sigmoid(x))
-    return float(np.mean(-(w * y * log_sig + (1.0 - y) * log_one_minus_sig)))
-
-
-def np_log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    shifted = x - x.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def np_ce(logits: np.ndarray, targets: np.ndarray, class_weights=None, smoothing: float = 0.0) -> float:
-    """Per example -sum_c w_c q_c log p_c with q = (1 - eps) one_hot + eps / C, summed and divided by
-    sum_n w_{y_n} (PyTorch's documented weighted mean; plain mean when there are no weights)."""
-    num_classes = logits.shape[1]
-    w = np.ones(num_classes) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
-    q = np.full(logits.shape, smoothing / num_classes)
-    q[np.arange(len(targets)), targets] += 1.0 - smoothing
-    per_example = -(w[None, :] * q * np_log_softmax(logits)).sum(axis=1)
-    return float(per_example.sum() / w[targets].sum())
+def space(task: str, counts, num_train: int | None = None) -> LabelSpace:
+    return LabelSpace(task, tuple(f"l{i}" for i in range(len(counts))), tuple(counts), num_train)
 
 
 @pytest.fixture
@@ -111,7 +90,7 @@ def test_bce_auto_without_counts_raises():
 def test_ce_matches_numpy_log_softmax(rng):
     logits = rng.normal(scale=2.0, size=(20, 5))
     targets = rng.integers(0, 5, size=20)
-    loss = CrossEntropy()(torch.tensor(logits), torch.tensor(targets))
+    loss = CrossEntropy()(torch.tensor(logits), one_hot(targets, 5))
     nll = -np_log_softmax(logits)[np.arange(20), targets].mean()
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(nll, rel=1e-5)
@@ -122,7 +101,7 @@ def test_ce_class_weights_is_weighted_mean(rng):
     logits = rng.normal(size=(20, 4))
     targets = rng.integers(0, 4, size=20)
     weights = np.array([1.0, 3.0, 0.5, 2.0])
-    loss = CrossEntropy(class_weights=weights.tolist())(torch.tensor(logits), torch.tensor(targets))
+    loss = CrossEntropy(class_weights=weights.tolist())(torch.tensor(logits), one_hot(targets, 4))
     nll = -np_log_softmax(logits)[np.arange(20), targets]
     expected = (weights[targets] * nll).sum() / weights[targets].sum()
     assert loss.item() == pytest.approx(expected, rel=1e-5)
@@ -137,10 +116,10 @@ def test_ce_label_smoothing_uses_smoothed_target_distribution(rng):
     assert q.sum(axis=1) == pytest.approx(np.ones(12))
     expected = float(np.mean(-(q * np_log_softmax(logits)).sum(axis=1)))
 
-    loss = CrossEntropy(label_smoothing=eps)(torch.tensor(logits), torch.tensor(targets))
+    loss = CrossEntropy(label_smoothing=eps)(torch.tensor(logits), one_hot(targets, 6))
 
     assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert loss.item() != pytest.approx(CrossEntropy()(torch.tensor(logits), torch.tensor(targets)).item())
+    assert loss.item() != pytest.approx(CrossEntropy()(torch.tensor(logits), one_hot(targets, 6)).item())
 
 
 def test_ce_weights_and_smoothing_together(rng):
@@ -148,7 +127,7 @@ def test_ce_weights_and_smoothing_together(rng):
     targets = rng.integers(0, 3, size=15)
     weights = [2.0, 0.5, 1.0]
     loss_fn = CrossEntropy(class_weights=weights, label_smoothing=0.1)
-    loss = loss_fn(torch.tensor(logits), torch.tensor(targets))
+    loss = loss_fn(torch.tensor(logits), one_hot(targets, 3))
     assert loss.item() == pytest.approx(np_ce(logits, targets, weights, 0.1), rel=1e-5)
 
 
@@ -188,16 +167,14 @@ def test_build_loss_passes_only_the_facts_a_signature_asks_for():
         seen["nothing"] = True
         return BinaryCrossEntropy()
 
-    build_loss(only_counts, task="multilabel", label_counts=(3, 4), num_examples=10)
-    build_loss(nothing, task="multilabel", label_counts=[3, 4], num_examples=10)
+    build_loss(only_counts, space("multilabel", (3, 4), 10))
+    build_loss(nothing, space("multilabel", [3, 4], 10))
     assert seen == {"only_counts": [3, 4], "nothing": True}
 
     # CrossEntropy has no num_examples parameter: passing it would be a TypeError
-    ce = build_loss(functools.partial(CrossEntropy, class_weights="auto"), task="multiclass",
-                    label_counts=[6, 3, 0], num_examples=9)
+    ce = build_loss(functools.partial(CrossEntropy, class_weights="auto"), space("multiclass", [6, 3, 0], 9))
     assert ce.class_weights.tolist() == pytest.approx([0.5, 1.0, 3.0])
-    bce = build_loss(functools.partial(BinaryCrossEntropy, pos_weight="auto"), task="multilabel",
-                     label_counts=[10, 50, 0], num_examples=100)
+    bce = build_loss(functools.partial(BinaryCrossEntropy, pos_weight="auto"), space("multilabel", [10, 50, 0], 100))
     assert bce.pos_weight.tolist() == pytest.approx([9.0, 1.0, 30.0])
 
 
@@ -210,25 +187,23 @@ class MultilabelOnly(Loss):
 
 def test_build_loss_refuses_a_multilabel_only_loss_for_multiclass():
     with pytest.raises(ConfigError, match="this dataset is multiclass") as info:
-        build_loss(MultilabelOnly, task="multiclass", label_counts=[1, 2], num_examples=3)
+        build_loss(MultilabelOnly, space("multiclass", [1, 2], 3))
     assert "loss=ce" in str(info.value)
     assert "MultilabelOnly" in str(info.value)
 
 
 def test_bce_on_multiclass_is_one_vs_rest_over_one_hot(rng):
-    """BCE accepts multi-class data (class ids [B]) as one-vs-rest BCE on one-hot targets."""
-    loss = build_loss(functools.partial(BinaryCrossEntropy, pos_weight="auto"), task="multiclass",
-                      label_counts=[10, 50, 40], num_examples=100)
+    """BCE accepts multi-class data as one-vs-rest BCE on its one-hot targets."""
+    loss = build_loss(functools.partial(BinaryCrossEntropy, pos_weight="auto"), space("multiclass", [10, 50, 40], 100))
     logits = rng.normal(size=(12, 3))
     class_ids = rng.integers(0, 3, size=12)
-    one_hot = np.eye(3)[class_ids]
-    value = loss(torch.tensor(logits), torch.tensor(class_ids))
-    assert value.item() == pytest.approx(np_bce(logits, one_hot, [9.0, 1.0, 1.5]), rel=1e-5)
+    value = loss(torch.tensor(logits), one_hot(class_ids, 3))
+    assert value.item() == pytest.approx(np_bce(logits, np.eye(3)[class_ids], [9.0, 1.0, 1.5]), rel=1e-5)
 
 
 def test_build_loss_refuses_ce_for_multilabel():
     with pytest.raises(ConfigError, match="multilabel") as info:
-        build_loss(CrossEntropy, task="multilabel", label_counts=[1, 2], num_examples=3)
+        build_loss(CrossEntropy, space("multilabel", [1, 2], 3))
     assert "loss=bce" in str(info.value)
     assert "CrossEntropy works for multiclass" in str(info.value)
 
@@ -242,11 +217,12 @@ def _cases():
     extreme = (30.0 * signs).to(torch.bfloat16)  # +-30 exactly representable in bf16
     multi_hot = torch.randint(0, 2, (8, 5), generator=gen).float()
     class_ids = torch.randint(0, 5, (8,), generator=gen)
+    classes = one_hot(class_ids, 5)
     return [
         (BinaryCrossEntropy(pos_weight=[1.0, 2.0, 30.0, 1.0, 5.0]), extreme, multi_hot),
         (BinaryCrossEntropy(), extreme, 1.0 - (signs > 0).float()),  # every prediction confidently wrong
-        (CrossEntropy(class_weights=[1.0, 2.0, 0.5, 1.0, 3.0], label_smoothing=0.1), extreme, class_ids),
-        (CrossEntropy(), extreme, class_ids),
+        (CrossEntropy(class_weights=[1.0, 2.0, 0.5, 1.0, 3.0], label_smoothing=0.1), extreme, classes),
+        (CrossEntropy(), extreme, classes),
     ]
 
 
@@ -260,7 +236,7 @@ def test_losses_under_bf16_autocast_and_extreme_logits(case):
         assert reference.item() == pytest.approx(expected, rel=1e-5)
     else:
         w = None if loss_fn.class_weights is None else loss_fn.class_weights.numpy()
-        expected = np_ce(logits_bf16.float().numpy(), targets.numpy(), w, loss_fn.label_smoothing)
+        expected = np_ce(logits_bf16.float().numpy(), targets.argmax(1).numpy(), w, loss_fn.label_smoothing)
         assert reference.item() == pytest.approx(expected, rel=1e-5)
 
     leaf = logits_bf16.clone().requires_grad_(True)

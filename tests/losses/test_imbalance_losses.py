@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src.errors import ConfigError
+from src.labels import LabelSpace
 from src.losses.asymmetric import AsymmetricLoss
 from src.losses.base import Loss, build_loss
 from src.losses.bce import BinaryCrossEntropy
@@ -20,8 +21,18 @@ from src.losses.ce import CrossEntropy
 from src.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
 from src.losses.combined import CombinedLoss
 from src.losses.focal import FocalLoss
-from tests.conftest import compose_train
-from tests.losses.test_bce_ce import MultilabelOnly, np_bce, np_ce, np_log_softmax
+from tests.helpers import compose_train, np_bce, np_ce, np_log_softmax, one_hot
+
+
+class MultilabelOnly(Loss):
+    """A loss that keeps the base class's task list (multi-label only)."""
+
+    def forward(self, logits, targets):
+        return logits.sum()
+
+
+def space(task: str, counts, num_train: int | None = None) -> LabelSpace:
+    return LabelSpace(task, tuple(f"l{i}" for i in range(len(counts))), tuple(counts), num_train)
 
 LOSS_CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 
@@ -173,15 +184,13 @@ def test_asl_detach_focusing_changes_gradient_not_value(rng):
     assert not np.allclose(grad, grad_d, rtol=1e-3, atol=1e-6)
 
 
-def test_asl_class_ids_are_one_hot_and_weight_scales_columns(rng):
+def test_asl_on_multiclass_one_hot_and_weight_scales_columns(rng):
     logits = rng.normal(scale=2.0, size=(10, 4))
-    class_ids = rng.integers(0, 4, size=10)
-    one_hot = np.eye(4)[class_ids]
+    targets = np.eye(4)[rng.integers(0, 4, size=10)]
     loss = AsymmetricLoss(weight=[1.0, 0.5, 2.0, 3.0])
     assert loss.tasks == ("multilabel", "multiclass")
-    assert loss(t(logits), t(class_ids)).item() == pytest.approx(loss(t(logits), t(one_hot)).item(), rel=1e-7)
-    expected = np_asl(logits, one_hot, 4.0, 0.0, 0.05, weight=[1.0, 0.5, 2.0, 3.0])
-    assert loss(t(logits), t(class_ids)).item() == pytest.approx(expected, rel=1e-5)
+    expected = np_asl(logits, targets, 4.0, 0.0, 0.05, weight=[1.0, 0.5, 2.0, 3.0])
+    assert loss(t(logits), t(targets)).item() == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("kwargs", [{"clip": 1.0}, {"clip": -0.1}, {"gamma_neg": -1.0}], ids=str)
@@ -206,7 +215,7 @@ def test_focal_sigmoid_matches_numpy(rng, gamma, alpha):
 def test_focal_softmax_matches_numpy(rng, gamma, alpha):
     logits = rng.normal(scale=3.0, size=(24, 6))
     class_ids = rng.integers(0, 6, size=24)
-    loss = FocalLoss(gamma=gamma, alpha=alpha)(t(logits), t(class_ids))
+    loss = FocalLoss(gamma=gamma, alpha=alpha, exclusive=True)(t(logits), one_hot(class_ids, 6))
     assert loss.item() == pytest.approx(np_focal_softmax(logits, class_ids, gamma, alpha), rel=1e-5)
 
 
@@ -215,14 +224,14 @@ def test_focal_hand_worked():
     value = FocalLoss(gamma=2.0, alpha=0.25)(torch.zeros(1, 1), torch.ones(1, 1)).item()
     assert value == pytest.approx(0.25 * 0.25 * np.log(2.0), rel=1e-6)
     # softmax, 4 equal logits (p_y = 1/4), gamma 2, no alpha: (3/4)^2 * log 4
-    value = FocalLoss(gamma=2.0, alpha=None)(torch.zeros(1, 4), torch.tensor([2])).item()
+    value = FocalLoss(gamma=2.0, alpha=None, exclusive=True)(torch.zeros(1, 4), one_hot([2], 4)).item()
     assert value == pytest.approx(0.5625 * np.log(4.0), rel=1e-6)
 
 
 def test_focal_keeps_precision_for_confident_right_predictions():
     # logits [30, 0], class 0: 1 - p_y = 1 / (1 + e^30) = 9.3576229688e-14 and -log p_y = log(1 + e^-30) equals it
     # to 1e-26, so with gamma 0.5 and no alpha the loss is (9.3576229688e-14)^1.5 = 2.8625e-20
-    value = FocalLoss(gamma=0.5, alpha=None)(torch.tensor([[30.0, 0.0]]), torch.tensor([0])).item()
+    value = FocalLoss(gamma=0.5, alpha=None, exclusive=True)(torch.tensor([[30.0, 0.0]]), one_hot([0], 2)).item()
     assert value == pytest.approx(9.3576229688e-14**1.5, rel=1e-4, abs=0)
     # sigmoid form, a positive at x = 30: (1 - p)^0.5 * -log p = (9.3576229688e-14)^1.5 as well
     value = FocalLoss(gamma=0.5, alpha=None)(torch.tensor([[30.0]]), torch.tensor([[1.0]])).item()
@@ -237,9 +246,10 @@ def test_focal_without_focusing_is_bce_and_ce(rng):
     assert plain(t(logits), t(targets)).item() == pytest.approx(BinaryCrossEntropy()(t(logits), t(targets)).item(),
                                                                 rel=1e-6)
     assert plain(t(logits), t(targets)).item() == pytest.approx(np_bce(logits, targets), rel=1e-5)
-    assert plain(t(logits), t(class_ids)).item() == pytest.approx(CrossEntropy()(t(logits), t(class_ids)).item(),
-                                                                  rel=1e-6)
-    assert plain(t(logits), t(class_ids)).item() == pytest.approx(np_ce(logits, class_ids), rel=1e-5)
+    softmax = FocalLoss(gamma=0.0, alpha=None, exclusive=True)
+    classes = one_hot(class_ids, 5)
+    assert softmax(t(logits), classes).item() == pytest.approx(CrossEntropy()(t(logits), classes).item(), rel=1e-6)
+    assert softmax(t(logits), classes).item() == pytest.approx(np_ce(logits, class_ids), rel=1e-5)
 
 
 def test_focal_weight_per_label_and_per_class(rng):
@@ -250,8 +260,9 @@ def test_focal_weight_per_label_and_per_class(rng):
     loss = FocalLoss(gamma=2.0, alpha=0.25, weight=w)
     assert loss(t(logits), t(targets)).item() == pytest.approx(np_focal_sigmoid(logits, targets, 2.0, 0.25, w),
                                                                rel=1e-5)
-    assert loss(t(logits), t(class_ids)).item() == pytest.approx(np_focal_softmax(logits, class_ids, 2.0, 0.25, w),
-                                                                 rel=1e-5)
+    softmax = FocalLoss(gamma=2.0, alpha=0.25, weight=w, exclusive=True)
+    assert softmax(t(logits), one_hot(class_ids, 3)).item() == pytest.approx(
+        np_focal_softmax(logits, class_ids, 2.0, 0.25, w), rel=1e-5)
 
 
 def numeric_grad(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -271,13 +282,22 @@ def test_focal_and_asl_gradients_match_numeric_differences_of_numpy(rng, gamma):
     class_ids = rng.integers(0, 4, size=6)
     cases = [
         (FocalLoss(gamma=gamma, alpha=0.25), targets, lambda x: np_focal_sigmoid(x, targets, gamma, 0.25)),
-        (FocalLoss(gamma=gamma, alpha=0.25), class_ids, lambda x: np_focal_softmax(x, class_ids, gamma, 0.25)),
+        (FocalLoss(gamma=gamma, alpha=0.25, exclusive=True), np.eye(4)[class_ids],
+         lambda x: np_focal_softmax(x, class_ids, gamma, 0.25)),
         (AsymmetricLoss(gamma_neg=gamma + 1, gamma_pos=gamma, clip=0.05), targets,
          lambda x: np_asl(x, targets, gamma + 1, gamma, 0.05)),
     ]
     for loss_fn, y, reference in cases:
         _, grad = grad_of(loss_fn, logits, y)
         assert np.allclose(grad, numeric_grad(reference, logits), rtol=1e-3, atol=1e-7)
+
+
+def test_build_loss_gives_focal_its_softmax_form_on_multiclass_data_also_when_nested():
+    multiclass = space("multiclass", [3, 4, 5], 12)
+    assert build_loss(FocalLoss, multiclass).exclusive
+    assert not build_loss(FocalLoss, space("multilabel", [3, 4, 5], 12)).exclusive
+    assert build_loss(functools.partial(ClassBalancedLoss, FocalLoss), multiclass).base.exclusive
+    assert build_loss(functools.partial(CombinedLoss, FocalLoss, CrossEntropy), multiclass).first.exclusive
 
 
 @pytest.mark.parametrize("kwargs", [{"gamma": -1.0}, {"alpha": 1.5}, {"alpha": -0.1}], ids=str)
@@ -312,12 +332,12 @@ def test_combined_ratio_one_and_zero_are_one_loss_alone(rng):
 def test_combined_passes_data_facts_to_inner_losses():
     factory = functools.partial(CombinedLoss, first=functools.partial(BinaryCrossEntropy, pos_weight="auto"),
                                 second=functools.partial(CrossEntropy, class_weights="auto"), ratio=0.5)
-    loss = build_loss(factory, task="multiclass", label_counts=[10, 50, 40], num_examples=100)
+    loss = build_loss(factory, space("multiclass", [10, 50, 40], 100))
     assert loss.first.pos_weight.tolist() == pytest.approx([9.0, 1.0, 1.5])  # (100 - n) / n, clipped to >= 1
     assert loss.second.class_weights.tolist() == pytest.approx([100 / 30, 100 / 150, 100 / 120])  # N / (C n)
     assert loss.tasks == ("multiclass",)  # CE is multi-class only
     with pytest.raises(ConfigError, match="this dataset is multilabel"):
-        build_loss(factory, task="multilabel", label_counts=[10, 50, 40], num_examples=100)
+        build_loss(factory, space("multilabel", [10, 50, 40], 100))
     # without the facts the inner "auto" cannot be computed, and says so
     with pytest.raises(ConfigError, match="build_loss"):
         factory()
@@ -339,7 +359,7 @@ def test_combined_without_facts_leaves_inner_defaults_alone():
 def test_combined_yaml_forwards_facts_to_a_nested_auto(tmp_path):
     cfg = compose_train(tmp_path, ["loss=combined"]).loss
     cfg.first.pos_weight = "auto"
-    loss = build_loss(instantiate(cfg), task="multilabel", label_counts=[10, 50, 0], num_examples=100)
+    loss = build_loss(instantiate(cfg), space("multilabel", [10, 50, 0], 100))
     assert isinstance(loss, CombinedLoss) and isinstance(loss.second, AsymmetricLoss)
     assert loss.first.pos_weight.tolist() == pytest.approx([9.0, 1.0, 30.0])  # max_pos_weight 30
     assert loss.ratio == 0.7
@@ -382,8 +402,8 @@ def test_class_balanced_rejects_bad_beta(beta):
 
 def test_class_balanced_bce_is_weighted_numpy_bce(rng):
     counts = [1, 10, 100]
-    loss = build_loss(functools.partial(ClassBalancedLoss, BinaryCrossEntropy, beta=0.9), task="multilabel",
-                      label_counts=counts, num_examples=120)
+    loss = build_loss(functools.partial(ClassBalancedLoss, BinaryCrossEntropy, beta=0.9),
+                      space("multilabel", counts, 120))
     logits = rng.normal(scale=2.0, size=(16, 3))
     targets = (rng.random((16, 3)) < 0.4).astype(np.float64)
     w = 3 * np.array([1.0, 0.1 / 0.6513215599, 0.1 / (1 - 2.6561398887587e-5)]) / 1.2535366494892
@@ -396,16 +416,15 @@ def test_class_balanced_bce_is_weighted_numpy_bce(rng):
 
 def test_class_balanced_ce_is_weighted_numpy_ce(rng):
     counts = [1, 2, 3]
-    loss = build_loss(functools.partial(ClassBalancedLoss, CrossEntropy, beta=0.5), task="multiclass",
-                      label_counts=counts, num_examples=6)
+    loss = build_loss(functools.partial(ClassBalancedLoss, CrossEntropy, beta=0.5), space("multiclass", counts, 6))
     logits = rng.normal(scale=2.0, size=(20, 3))
     class_ids = rng.integers(0, 3, size=20)
     w = np.array([63, 42, 36]) / 47
     nll = -np_log_softmax(logits)[np.arange(20), class_ids]
     expected = (w[class_ids] * nll).sum() / w[class_ids].sum()  # PyTorch's weighted mean
     assert loss.tasks == ("multiclass",)
-    assert loss(t(logits), t(class_ids)).item() == pytest.approx(expected, rel=1e-5)
-    assert loss(t(logits), t(class_ids)).item() == pytest.approx(np_ce(logits, class_ids, w), rel=1e-5)
+    assert loss(t(logits), one_hot(class_ids, 3)).item() == pytest.approx(expected, rel=1e-5)
+    assert loss(t(logits), one_hot(class_ids, 3)).item() == pytest.approx(np_ce(logits, class_ids, w), rel=1e-5)
 
 
 def test_class_balanced_focal_and_asl_bases(rng):
@@ -421,8 +440,7 @@ def test_class_balanced_focal_and_asl_bases(rng):
 
 def test_class_balanced_passes_facts_to_the_base_and_guards_its_inputs():
     base = functools.partial(BinaryCrossEntropy, pos_weight="auto")
-    loss = build_loss(functools.partial(ClassBalancedLoss, base, beta=0.5), task="multilabel",
-                      label_counts=[1, 2, 3], num_examples=10)
+    loss = build_loss(functools.partial(ClassBalancedLoss, base, beta=0.5), space("multilabel", [1, 2, 3], 10))
     assert loss.base.pos_weight.tolist() == pytest.approx([9.0, 4.0, 7 / 3])
     with pytest.raises(ConfigError, match="build_loss"):
         ClassBalancedLoss(BinaryCrossEntropy)
@@ -438,7 +456,7 @@ def test_class_balanced_yaml(rng, tmp_path):
     factory = instantiate(cfg)
     with pytest.raises(ConfigError, match="label counts"):
         factory()
-    loss = build_loss(factory, task="multilabel", label_counts=[5, 1, 0], num_examples=8)
+    loss = build_loss(factory, space("multilabel", [5, 1, 0], 8))
     assert isinstance(loss, ClassBalancedLoss) and isinstance(loss.base, BinaryCrossEntropy)
     raw = np.array([0.001 / (1 - 0.999**5), 1.0, 1.0])  # n = 0 counts as 1
     assert loss.class_weights.tolist() == pytest.approx((3 * raw / raw.sum()).tolist(), rel=1e-6)
@@ -473,11 +491,11 @@ ALL_LOSSES = {
     "asl": (lambda: AsymmetricLoss(), "multilabel"),
     "asl_no_margin_g_half": (lambda: AsymmetricLoss(gamma_neg=0.5, gamma_pos=0.5, clip=0.0), "multilabel"),
     "asl_detached": (lambda: AsymmetricLoss(gamma_pos=1.0, detach_focusing=True), "multilabel"),
-    "asl_class_ids": (lambda: AsymmetricLoss(), "multiclass"),
+    "asl_multiclass": (lambda: AsymmetricLoss(), "multiclass"),
     "focal_sigmoid": (lambda: FocalLoss(), "multilabel"),
     "focal_sigmoid_g_half": (lambda: FocalLoss(gamma=0.5, alpha=None), "multilabel"),
-    "focal_softmax": (lambda: FocalLoss(), "multiclass"),
-    "focal_softmax_g_half": (lambda: FocalLoss(gamma=0.5), "multiclass"),
+    "focal_softmax": (lambda: FocalLoss(exclusive=True), "multiclass"),
+    "focal_softmax_g_half": (lambda: FocalLoss(gamma=0.5, exclusive=True), "multiclass"),
     "combined": (lambda: CombinedLoss(BinaryCrossEntropy, AsymmetricLoss), "multilabel"),
     "cb_bce": (lambda: ClassBalancedLoss(BinaryCrossEntropy, label_counts=[1, 10, 100, 1000, 0]), "multilabel"),
     "cb_ce": (lambda: ClassBalancedLoss(CrossEntropy, label_counts=[1, 10, 100, 1000, 0]), "multiclass"),
@@ -488,7 +506,7 @@ ALL_LOSSES = {
 
 def make_targets(task: str, gen: torch.Generator, batch: int = 8) -> torch.Tensor:
     if task == "multiclass":
-        return torch.randint(0, C, (batch,), generator=gen)
+        return one_hot(torch.randint(0, C, (batch,), generator=gen), C)
     return torch.randint(0, 2, (batch, C), generator=gen).float()
 
 
@@ -498,8 +516,8 @@ def extreme_cases(task: str):
     signs = (torch.randint(0, 2, (8, C), generator=gen) * 2 - 1).float()
     logits = 30.0 * signs
     if task == "multiclass":
-        right = logits.argmax(dim=1)
-        wrong = logits.argmin(dim=1)
+        right = one_hot(logits.argmax(dim=1), C)
+        wrong = one_hot(logits.argmin(dim=1), C)
         return [(logits, make_targets(task, gen)), (logits, right), (logits, wrong)]
     right = (signs > 0).float()
     return [(logits, make_targets(task, gen)), (logits, right), (logits, 1.0 - right)]
@@ -561,6 +579,6 @@ def test_extreme_logits_values_match_numpy():
                                                                     abs=1e-36)
     wrong_positive = AsymmetricLoss(gamma_pos=0.0)(torch.tensor([[-30.0]]), torch.tensor([[1.0]])).item()
     assert wrong_positive == pytest.approx(30.0, rel=1e-6)
-    for logits, class_ids in extreme_cases("multiclass"):
-        expected = np_focal_softmax(logits.numpy(), class_ids.numpy(), 2.0, 0.25)
-        assert FocalLoss()(logits, class_ids).item() == pytest.approx(expected, rel=1e-4, abs=0)
+    for logits, classes in extreme_cases("multiclass"):
+        expected = np_focal_softmax(logits.numpy(), classes.argmax(1).numpy(), 2.0, 0.25)
+        assert FocalLoss(exclusive=True)(logits, classes).item() == pytest.approx(expected, rel=1e-4, abs=0)

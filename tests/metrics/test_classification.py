@@ -1,136 +1,159 @@
-"""build_metrics and scores against scikit-learn and hand-worked cases."""
+"""The label space's scores and decisions, the confusion counts and the headline metrics, against scikit-learn and
+hand-worked cases, for numpy arrays and torch tensors alike."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, hamming_loss
 
-from src.metrics.classification import build_metrics, scores
+from src.errors import ConfigError, DataError
+from src.labels import LabelSpace
+from src.metrics.classification import decision_metrics
+from src.metrics.counts import Counts, confusion
+from src.metrics.thresholds import Thresholds
 
-
-def compute(task: str, num_labels: int, probs: np.ndarray, targets: np.ndarray, chunks: int = 1) -> dict:
-    """Update in ``chunks`` batches (as over an epoch), then compute."""
-    metrics = build_metrics(task, num_labels)
-    for p, t in zip(np.array_split(probs, chunks), np.array_split(targets, chunks)):
-        metrics.update(torch.tensor(p, dtype=torch.float32), torch.tensor(t).long())
-    return {key: value.item() for key, value in metrics.compute().items()}
+MULTILABEL = LabelSpace("multilabel", ("a", "b", "c", "d", "e"))
+MULTICLASS = LabelSpace("multiclass", tuple("abcdef"))
 
 
 def sk_f1(targets, predictions, average):
     return f1_score(targets, predictions, average=average, zero_division=0)
 
 
-# ---------------------------------------------------------------- multi-label
+# ---------------------------------------------------------------- scores and decisions
 
 
-def test_build_metrics_keys():
-    assert set(build_metrics("multilabel", 3).keys()) == {"macro_f1", "micro_f1"}
-    assert set(build_metrics("multiclass", 3).keys()) == {"macro_f1", "micro_f1", "accuracy"}
-
-
-@pytest.mark.parametrize("chunks", [1, 3])
-def test_multilabel_f1_matches_sklearn(chunks):
-    rng = np.random.default_rng(1)
-    probs = rng.random((60, 5)).astype(np.float32)
-    targets = (rng.random((60, 5)) < 0.35).astype(int)
-    # label 4 has no positives and is never predicted: sklearn (zero_division=0) counts it as F1 = 0
-    targets[:, 4] = 0
-    probs[:, 4] = rng.random(60).astype(np.float32) * 0.4
-
-    got = compute("multilabel", 5, probs, targets, chunks)
-
-    predictions = (probs > 0.5).astype(int)
-    assert predictions[:, :4].sum() > 0 and predictions[:, 4].sum() == 0
-    assert got["macro_f1"] == pytest.approx(sk_f1(targets, predictions, "macro"), abs=1e-6)
-    assert got["micro_f1"] == pytest.approx(sk_f1(targets, predictions, "micro"), abs=1e-6)
-    # the empty label pulls the macro down by exactly 1/5 of the other labels' sum
-    per_label = f1_score(targets, predictions, average=None, zero_division=0)
-    assert per_label[4] == 0
-    assert got["macro_f1"] == pytest.approx(per_label[:4].sum() / 5, abs=1e-6)
-
-
-def test_multilabel_all_zero_predictions():
-    targets = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
-    probs = np.full(targets.shape, 0.1, dtype=np.float32)
-    got = compute("multilabel", 3, probs, targets)
-    zeros = np.zeros_like(targets)
-    assert sk_f1(targets, zeros, "macro") == 0 and sk_f1(targets, zeros, "micro") == 0
-    assert got == {"macro_f1": 0.0, "micro_f1": 0.0}
-
-
-def test_multilabel_hand_worked():
-    # label 0: tp=2 fp=1 fn=0 -> F1 = 4/5; label 1: tp=1 fp=0 fn=1 -> 2/3; label 2: nothing -> 0
-    targets = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0]])
-    probs = np.array([[0.9, 0.8, 0.1], [0.7, 0.2, 0.3], [0.6, 0.4, 0.0]], dtype=np.float32)
-    got = compute("multilabel", 3, probs, targets)
-    assert got["macro_f1"] == pytest.approx((4 / 5 + 2 / 3 + 0) / 3, abs=1e-6)
-    # micro: tp=3 fp=1 fn=1 -> 6 / 8
-    assert got["micro_f1"] == pytest.approx(6 / 8, abs=1e-6)
-
-
-def test_multilabel_threshold_is_strictly_greater_than():
-    """torchmetrics predicts positive for p > threshold: 0.5 (exact in float32, = sigmoid(0)) is negative."""
-    targets = np.array([[1, 1]])
-    above = np.nextafter(np.float32(0.5), np.float32(1))
-    at_half = compute("multilabel", 2, np.array([[0.5, 0.9]], dtype=np.float32), targets)
-    just_above = compute("multilabel", 2, np.array([[above, 0.9]], dtype=np.float32), targets)
-    # at 0.5: label 0 is a false negative -> micro tp=1 fn=1 -> 2/3, macro (0 + 1) / 2
-    assert at_half == {"micro_f1": pytest.approx(2 / 3), "macro_f1": pytest.approx(0.5)}
-    assert just_above == {"micro_f1": pytest.approx(1.0), "macro_f1": pytest.approx(1.0)}
-    assert scores(torch.zeros(1, 1), "multilabel").item() == 0.5
-
-
-# ---------------------------------------------------------------- multi-class
-
-
-@pytest.mark.parametrize("chunks", [1, 4])
-def test_multiclass_metrics_match_sklearn(chunks):
-    rng = np.random.default_rng(2)
-    logits = rng.normal(scale=1.5, size=(80, 6))
-    targets = rng.integers(0, 6, size=80)
-    probs = scores(torch.tensor(logits), "multiclass").numpy()
-
-    got = compute("multiclass", 6, probs, targets, chunks)
-
-    predictions = logits.argmax(axis=1)
-    assert set(targets) == set(range(6))
-    assert got["macro_f1"] == pytest.approx(sk_f1(targets, predictions, "macro"), abs=1e-6)
-    assert got["micro_f1"] == pytest.approx(sk_f1(targets, predictions, "micro"), abs=1e-6)
-    assert got["accuracy"] == pytest.approx(accuracy_score(targets, predictions), abs=1e-6)
-    assert 0.0 < got["accuracy"] < 1.0
-
-
-def test_multiclass_hand_worked():
-    # true 0 0 1 2, predicted 0 1 1 1. Class 0: tp=1 fp=0 fn=1 -> F1 2/3; class 1: tp=1 fp=2 fn=0 -> 2/4;
-    # class 2: tp=0 -> 0. Accuracy (= micro F1 for single-label) 2/4
-    targets = np.array([0, 0, 1, 2])
-    probs = np.eye(3, dtype=np.float32)[[0, 1, 1, 1]] * 0.8 + 0.2 / 3
-    got = compute("multiclass", 3, probs, targets)
-    assert got["accuracy"] == pytest.approx(0.5)
-    assert got["micro_f1"] == pytest.approx(0.5)
-    assert got["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3, abs=1e-6)
-
-
-# ---------------------------------------------------------------- scores
-
-
-def test_scores_multilabel_is_sigmoid():
-    logits = torch.tensor([[0.0, 2.0, -3.0], [10.0, -10.0, 0.5]], dtype=torch.bfloat16)
-    got = scores(logits, "multilabel")
-    x = logits.float().numpy().astype(np.float64)
+def test_multilabel_scores_are_sigmoids_for_numpy_and_torch():
+    logits = np.array([[0.0, 2.0, -3.0], [10.0, -10.0, 0.5]])
+    space = LabelSpace("multilabel", ("x", "y", "z"))
+    expected = 1.0 / (1.0 + np.exp(-logits))
+    np.testing.assert_allclose(space.scores(logits), expected, rtol=1e-12)
+    got = space.scores(torch.tensor(logits, dtype=torch.bfloat16))
     assert got.dtype == torch.float32
-    np.testing.assert_allclose(got.numpy(), 1.0 / (1.0 + np.exp(-x)), rtol=1e-6)
-    assert not torch.allclose(got.sum(dim=-1), torch.ones(2))
+    np.testing.assert_allclose(got.numpy(), 1.0 / (1.0 + np.exp(-torch.tensor(logits).bfloat16().float().numpy())),
+                               rtol=1e-6)
 
 
-def test_scores_multiclass_rows_sum_to_one():
-    logits = torch.tensor([[0.0, 2.0, -3.0], [30.0, -30.0, 0.5], [1.0, 1.0, 1.0]])
-    got = scores(logits, "multiclass")
-    x = logits.numpy().astype(np.float64)
-    softmax = np.exp(x - x.max(1, keepdims=True))
+def test_multiclass_scores_are_a_softmax():
+    logits = np.array([[0.0, 2.0, -3.0], [30.0, -30.0, 0.5], [1.0, 1.0, 1.0]])
+    space = LabelSpace("multiclass", ("x", "y", "z"))
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
     softmax /= softmax.sum(1, keepdims=True)
-    np.testing.assert_allclose(got.numpy(), softmax, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(got.sum(dim=-1).numpy(), np.ones(3), rtol=1e-6)
-    assert got[2].tolist() == pytest.approx([1 / 3] * 3)
+    np.testing.assert_allclose(space.scores(logits), softmax, rtol=1e-12)
+    np.testing.assert_allclose(space.scores(torch.tensor(logits)).numpy(), softmax, rtol=1e-5, atol=1e-7)
+    assert space.scores(logits)[2].tolist() == pytest.approx([1 / 3] * 3)
+
+
+def test_multilabel_default_decision_is_strictly_above_one_half():
+    """torchmetrics' rule: p > 0.5 (0.5 = sigmoid(0) is negative), for numpy and torch."""
+    above = np.nextafter(0.5, 1.0)
+    scores = np.array([[0.5, above, 0.2]])
+    assert LabelSpace("multilabel", ("x", "y", "z")).decide(scores).tolist() == [[False, True, False]]
+    assert LabelSpace("multilabel", ("x", "y", "z")).decide(torch.tensor(scores)).tolist() == [[False, True, False]]
+
+
+def test_multilabel_decisions_with_thresholds_and_the_at_least_one_rule():
+    space = LabelSpace("multilabel", ("x", "y", "z"))
+    thresholds = Thresholds(0.5, [0.3, 0.6, 0.9], 0.0, at_least_one=True)
+    scores = np.array([[0.31, 0.59, 0.95], [0.1, 0.2, 0.3], [0.3, 0.6, 0.9]])
+    # row 2: nothing strictly above its threshold -> the top-scoring label (z at 0.9) by the at-least-one rule
+    assert space.decide(scores, thresholds).astype(int).tolist() == [[1, 0, 1], [0, 0, 1], [0, 0, 1]]
+
+
+def test_multiclass_decision_is_the_one_hot_argmax_and_refuses_thresholds():
+    scores = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    space = LabelSpace("multiclass", ("x", "y", "z"))
+    assert space.decide(scores).astype(int).tolist() == [[0, 1, 0], [1, 0, 0]]
+    assert space.decide(torch.tensor(scores)).int().tolist() == [[0, 1, 0], [1, 0, 0]]
+    tied = torch.full((1, 3), 1 / 3)  # a uniform softmax still gives exactly one decision
+    assert space.decide(tied).sum().item() == 1
+    with pytest.raises(ConfigError, match="multi-label models only"):
+        space.decide(scores, Thresholds(0.5, [0.5] * 3, 0.0, False))
+
+
+def test_targets_are_zero_one_rows_and_rows_are_checked():
+    assert MULTICLASS.targets([[2], [0]]).tolist() == np.eye(6, dtype=np.float32)[[2, 0]].tolist()
+    assert LabelSpace("multilabel", ("x", "y", "z")).targets([[0, 2], []]).tolist() == [[1, 0, 1], [0, 0, 0]]
+    with pytest.raises(DataError, match="row 7: a multiclass record needs exactly one label"):
+        MULTICLASS.check_row([1, 2], "row 7")
+    with pytest.raises(DataError, match="outside 0..4"):
+        MULTILABEL.check_row([5], "row 1")
+    with pytest.raises(DataError, match="not unique"):
+        LabelSpace("multilabel", ("a", "a"))
+
+
+def test_label_space_round_trips_through_a_dict():
+    space = LabelSpace("multiclass", ("x", "y"), (3, 4), 7)
+    assert LabelSpace.from_dict(space.to_dict()) == space
+    assert space.problem_type == "single_label_classification" and space.exclusive and not space.thresholded
+
+
+# ---------------------------------------------------------------- counts
+
+
+def test_counts_hand_worked_and_the_same_on_torch():
+    # label 0: tp=2 fp=1 fn=0 -> F1 = 4/5; label 1: tp=1 fp=0 fn=1 -> 2/3; label 2: nothing -> 0
+    targets = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
+    decisions = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0]], dtype=bool)
+    counts = confusion(targets, decisions)
+    assert (counts.tp.tolist(), counts.fp.tolist(), counts.fn.tolist()) == ([2, 1, 0], [1, 0, 0], [0, 1, 0])
+    assert counts.numpy().f1().tolist() == pytest.approx([4 / 5, 2 / 3, 0.0])
+    assert float(counts.numpy().micro_f1()) == pytest.approx(6 / 8)  # tp 3, fp 1, fn 1
+    on_torch = confusion(torch.tensor(targets), torch.tensor(decisions)).numpy()
+    assert on_torch.f1().tolist() == counts.numpy().f1().tolist()
+
+
+def test_counts_summed_over_batches_equal_the_whole_epoch():
+    rng = np.random.default_rng(0)
+    targets, decisions = rng.random((60, 5)) < 0.3, rng.random((60, 5)) < 0.4
+    whole = confusion(targets, decisions)
+    parts = [confusion(t, d) for t, d in zip(np.array_split(targets, 4), np.array_split(decisions, 4))]
+    total = parts[0] + parts[1] + parts[2] + parts[3]
+    assert isinstance(total, Counts)
+    assert (total.tp.tolist(), total.fp.tolist(), total.fn.tolist()) == (
+        whole.tp.tolist(), whole.fp.tolist(), whole.fn.tolist())
+
+
+def test_weighted_counts_equal_counts_of_the_drawn_rows():
+    rng = np.random.default_rng(1)
+    targets, decisions = rng.random((30, 4)) < 0.3, rng.random((30, 4)) < 0.4
+    draws = [rng.integers(0, 30, size=30) for _ in range(3)]
+    weights = np.stack([np.bincount(rows, minlength=30) for rows in draws]).astype(np.float32)
+    batched = confusion(targets, decisions, weights)
+    for b, rows in enumerate(draws):
+        single = confusion(targets[rows], decisions[rows])
+        assert batched.tp[b].tolist() == single.tp.tolist() and batched.fn[b].tolist() == single.fn.tolist()
+
+
+# ---------------------------------------------------------------- headline metrics
+
+
+def test_multilabel_headline_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    targets = rng.random((60, 5)) < 0.35
+    targets[:, 4] = False  # no positives: sklearn (zero_division=0) counts its F1 as 0 in the macro
+    decisions = rng.random((60, 5)) < 0.4
+    decisions[:, 4] = False
+    got = decision_metrics(MULTILABEL, targets, decisions)
+    t, d = targets.astype(int), decisions.astype(int)
+    assert got["macro_f1"] == pytest.approx(sk_f1(t, d, "macro"), abs=1e-12)
+    assert got["micro_f1"] == pytest.approx(sk_f1(t, d, "micro"), abs=1e-12)
+    assert got["weighted_f1"] == pytest.approx(sk_f1(t, d, "weighted"), abs=1e-12)
+    assert got["samples_f1"] == pytest.approx(sk_f1(t, d, "samples"), abs=1e-12)
+    assert got["exact_match"] == pytest.approx(accuracy_score(t, d), abs=1e-12)
+    assert got["hamming_loss"] == pytest.approx(hamming_loss(t, d), abs=1e-12)
+    assert "accuracy" not in got
+
+
+def test_multiclass_headline_metrics_match_sklearn_and_macro_skips_absent_classes():
+    rng = np.random.default_rng(2)
+    true = rng.integers(0, 5, size=80)  # class 5 is never true ...
+    predicted = np.where(rng.random(80) < 0.6, true, rng.integers(0, 5, size=80))  # ... and never predicted
+    got = decision_metrics(MULTICLASS, np.eye(6, dtype=bool)[true], np.eye(6, dtype=bool)[predicted])
+    assert got["macro_f1"] == pytest.approx(sk_f1(true, predicted, "macro"), abs=1e-12)  # over the 5 present
+    assert got["macro_f1"] != pytest.approx(f1_score(true, predicted, labels=range(6), average="macro"), abs=1e-3)
+    assert got["micro_f1"] == pytest.approx(accuracy_score(true, predicted), abs=1e-12)
+    assert got["accuracy"] == got["exact_match"] == pytest.approx(accuracy_score(true, predicted), abs=1e-12)
+    assert 0.0 < got["accuracy"] < 1.0

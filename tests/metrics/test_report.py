@@ -1,4 +1,5 @@
-"""full_metrics, bootstrap_ci and write_report against scikit-learn and naive reimplementations."""
+"""full_metrics, bootstrap_ci, write_report and the training-curve figure against scikit-learn and naive
+reimplementations."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from src.metrics.report import bootstrap_ci, full_metrics, write_report
+from src.errors import ConfigError
+from src.labels import LabelSpace
+from src.metrics.classification import full_metrics
+from src.metrics.plots import training_curves
+from src.metrics.report import write_report
+from src.metrics.statistics import bootstrap_ci
 from src.metrics.thresholds import Thresholds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,6 +48,14 @@ def multiclass_data(n=300, c=5, seed=0):
 
 def names(c):
     return [f"label_{i}" for i in range(c)]
+
+
+def multilabel(c):
+    return LabelSpace("multilabel", tuple(names(c)))
+
+
+def multiclass(c):
+    return LabelSpace("multiclass", tuple(names(c)))
 
 
 def sk_f1(targets, predictions, average):
@@ -84,7 +98,7 @@ def check_multilabel_against_sklearn(got, scores, targets, predictions):
 
 def test_multilabel_full_metrics_match_sklearn_at_half():
     scores, targets = multilabel_data(seed=1)
-    got = full_metrics(scores, targets, "multilabel", names(6))
+    got = full_metrics(multilabel(6), scores, targets)
     predictions = (scores > 0.5).astype(int)
     assert 0 < predictions.sum() < predictions.size
     check_multilabel_against_sklearn(got, scores, targets, predictions)
@@ -96,7 +110,7 @@ def test_multilabel_full_metrics_with_calibrated_thresholds():
     scores, targets = multilabel_data(seed=2)
     cut = np.array([0.3, 0.4, 0.45, 0.55, 0.6, 0.7])
     thresholds = Thresholds(0.5, cut.tolist(), 0.0, at_least_one=True)
-    got = full_metrics(scores, targets, "multilabel", names(6), thresholds)
+    got = full_metrics(multilabel(6), scores, targets, thresholds)
 
     predictions = (scores > cut).astype(int)
     empty = predictions.sum(1) == 0
@@ -104,12 +118,12 @@ def test_multilabel_full_metrics_with_calibrated_thresholds():
     predictions[np.flatnonzero(empty), scores[empty].argmax(1)] = 1
     check_multilabel_against_sklearn(got, scores, targets, predictions)
     assert [r["threshold"] for r in got["per_label"]] == pytest.approx(cut.tolist())
-    assert got["macro_f1"] != pytest.approx(full_metrics(scores, targets, "multilabel", names(6))["macro_f1"])
+    assert got["macro_f1"] != pytest.approx(full_metrics(multilabel(6), scores, targets)["macro_f1"])
 
 
 def test_label_without_positives_is_left_out_of_ranking_averages():
     scores, targets = multilabel_data(seed=3, empty_label=2)
-    got = full_metrics(scores, targets, "multilabel", names(6))
+    got = full_metrics(multilabel(6), scores, targets)
     predictions = (scores > 0.5).astype(int)
     assert predictions[:, 2].sum() > 0  # the empty label still gets false positives
     check_multilabel_against_sklearn(got, scores, targets, predictions)
@@ -127,7 +141,7 @@ def test_label_without_positives_is_left_out_of_ranking_averages():
 def test_label_with_only_positives_has_ap_but_no_auroc():
     scores, targets = multilabel_data(seed=14)
     targets[:, 4] = 1
-    got = full_metrics(scores, targets, "multilabel", names(6))
+    got = full_metrics(multilabel(6), scores, targets)
     check_multilabel_against_sklearn(got, scores, targets, (scores > 0.5).astype(int))
     assert got["per_label"][4]["auroc"] is None
     assert got["per_label"][4]["average_precision"] == pytest.approx(1.0)
@@ -138,7 +152,7 @@ def test_multilabel_all_zero_predictions():
     _, targets = multilabel_data(n=50, c=4, seed=4)
     targets[:5] = 0  # a few rows without any label
     scores = np.full(targets.shape, 0.1)
-    got = full_metrics(scores, targets, "multilabel", names(4))
+    got = full_metrics(multilabel(4), scores, targets)
     zeros = np.zeros_like(targets)
     for key in ("macro_f1", "micro_f1", "weighted_f1", "samples_f1"):
         assert got[key] == 0.0
@@ -154,19 +168,17 @@ def test_multilabel_all_zero_predictions():
 def test_full_metrics_rejects_mismatched_label_names():
     scores, targets = multilabel_data(n=10, c=3)
     with pytest.raises(ValueError):
-        full_metrics(scores, targets, "multilabel", names(4))
+        full_metrics(multilabel(4), scores, targets)
 
 
 # ---------------------------------------------------------------- full_metrics: multi-class
 
 
-@pytest.mark.parametrize("one_hot", [False, True])
-def test_multiclass_full_metrics_match_sklearn(one_hot):
+def test_multiclass_full_metrics_match_sklearn():
     scores, targets = multiclass_data(seed=5)
-    given = np.eye(5, dtype=int)[targets] if one_hot else targets
-    # a thresholds object must not change multi-class predictions
-    ignored = Thresholds(0.9, [0.99] * 5, 1.0, at_least_one=False)
-    got = full_metrics(scores, given, "multiclass", names(5), ignored)
+    with pytest.raises(ConfigError, match="multi-label models only"):  # arg-max decisions: nothing to threshold
+        full_metrics(multiclass(5), scores, np.eye(5)[targets], Thresholds(0.9, [0.99] * 5, 1.0, at_least_one=False))
+    got = full_metrics(multiclass(5), scores, np.eye(5)[targets])
     predictions = scores.argmax(1)
 
     assert 0.2 < accuracy_score(targets, predictions) < 0.95
@@ -183,13 +195,15 @@ def test_multiclass_full_metrics_match_sklearn(one_hot):
     np.testing.assert_allclose([r["recall"] for r in rows], recall, atol=1e-6)
     np.testing.assert_allclose([r["f1"] for r in rows], f1, atol=1e-6)
     assert [r["support"] for r in rows] == support.tolist()
-    assert "threshold" not in rows[0]
+    assert {r["threshold"] for r in rows} == {None}  # arg-max decisions
+    one_vs_rest = roc_auc_score(np.eye(5)[targets], scores, average=None)
+    np.testing.assert_allclose([r["auroc"] for r in rows], one_vs_rest, atol=1e-5)
 
 
 def test_multiclass_absent_class_is_left_out_of_macro_like_sklearn():
     scores, targets = multiclass_data(seed=6, c=4)
     scores = np.concatenate([scores, np.zeros((len(scores), 1))], axis=1)  # class 4: never true, never predicted
-    got = full_metrics(scores, targets, "multiclass", names(5))
+    got = full_metrics(multiclass(5), scores, np.eye(5)[targets])
     predictions = scores.argmax(1)
     reference = sk_f1(targets, predictions, "macro")  # sklearn's label set: classes seen in targets or predictions
     assert got["macro_f1"] == pytest.approx(reference, abs=1e-6)
@@ -227,7 +241,8 @@ def test_bootstrap_matches_naive_loop_multilabel(metric):
     reference = naive_bootstrap(
         lambda rows: MULTILABEL_REFERENCE[metric](targets[rows], predictions[rows]), len(targets), 200, seed=3
     )
-    got = bootstrap_ci(scores, targets, "multilabel", metric, thresholds=thresholds, n=200, seed=3)
+    decisions = multilabel(4).decide(scores, thresholds)
+    got = bootstrap_ci(multilabel(4), targets, decisions, metric, n=200, seed=3)
     assert got == pytest.approx(reference, abs=1e-6)
     assert got[0] < got[1]
 
@@ -256,7 +271,7 @@ def test_bootstrap_matches_naive_loop_multiclass(metric):
     reference = naive_bootstrap(
         lambda rows: MULTICLASS_REFERENCE[metric](targets[rows], predictions[rows]), len(targets), 200, seed=5
     )
-    got = bootstrap_ci(scores, targets, "multiclass", metric, n=200, seed=5)
+    got = bootstrap_ci(multiclass(6), np.eye(6)[targets], multiclass(6).decide(scores), metric, n=200, seed=5)
     assert got == pytest.approx(reference, abs=1e-6)
 
 
@@ -270,8 +285,10 @@ def test_bootstrap_contains_point_estimate_and_narrows_with_more_rows(task, metr
     widths = []
     for n in (150, 3000):
         scores, targets = data(n)
-        point = full_metrics(scores, targets, task, names(scores.shape[1]))[metric]
-        low, high = bootstrap_ci(scores, targets, task, metric, n=300, seed=0)
+        space = LabelSpace(task, tuple(names(scores.shape[1])))
+        truth = targets if task == "multilabel" else np.eye(scores.shape[1])[targets]
+        point = full_metrics(space, scores, truth)[metric]
+        low, high = bootstrap_ci(space, truth, space.decide(scores), metric, n=300, seed=0)
         assert low < point < high
         widths.append(high - low)
     assert widths[1] < widths[0] / 2.5  # ~ sqrt(20) narrower
@@ -279,19 +296,20 @@ def test_bootstrap_contains_point_estimate_and_narrows_with_more_rows(task, metr
 
 def test_bootstrap_depends_on_seed_and_rejects_unknown_metrics():
     scores, targets = multilabel_data(n=100, seed=10)
-    assert bootstrap_ci(scores, targets, "multilabel", n=100, seed=0) != bootstrap_ci(
-        scores, targets, "multilabel", n=100, seed=1
+    decisions = multilabel(6).decide(scores)
+    assert bootstrap_ci(multilabel(6), targets, decisions, n=100, seed=0) != bootstrap_ci(
+        multilabel(6), targets, decisions, n=100, seed=1
     )
     with pytest.raises(ValueError):
-        bootstrap_ci(scores, targets, "multilabel", metric="macro_auroc")
-    with pytest.raises(ValueError):
-        bootstrap_ci(scores, targets, "multilabel", metric="accuracy")
+        bootstrap_ci(multilabel(6), targets, decisions, metric="macro_auroc")
+    with pytest.raises(ValueError):  # accuracy is multi-class's name for exact match
+        bootstrap_ci(multilabel(6), targets, decisions, metric="accuracy")
 
 
 def test_bootstrap_is_fast_for_goemotions_sized_input():
     scores, targets = multilabel_data(n=5000, c=28, seed=11)
     start = time.perf_counter()
-    low, high = bootstrap_ci(scores, targets, "multilabel", "macro_f1", n=1000, seed=0)
+    low, high = bootstrap_ci(multilabel(28), targets, multilabel(28).decide(scores), "macro_f1", n=1000, seed=0)
     elapsed = time.perf_counter() - start
     assert elapsed < 5.0
     assert 0 < low < high < 1
@@ -317,19 +335,18 @@ def test_write_report_multilabel(tmp_path):
     c = 28  # GoEmotions-sized: a grid of PR panels, rotated tick labels
     scores, targets = multilabel_data(n=300, c=c, seed=12, empty_label=5)
     label_names = names(c)
-    metrics = full_metrics(scores, targets, "multilabel", label_names)
-    history = {"train/loss": [(i, 1 / (i + 1)) for i in range(20)], "val/macro_f1": [(0, 0.1), (10, 0.3), (20, 0.4)]}
+    metrics = full_metrics(multilabel(c), scores, targets)
 
-    written = write_report(tmp_path / "report", metrics, scores, targets, "multilabel", label_names, history)
+    written = write_report(tmp_path / "report", multilabel(c), metrics, scores, targets)
 
     expected = {
         "per_label.csv",
         "per_label.md",
         "per_label_f1.png",
         "pr_curves.png",
+        "confusion_matrix.png",
         "cooccurrence.png",
         "errors.png",
-        "training_curves.png",
     }
     assert sorted(p.name for p in written) == sorted(expected)
     assert all(p.is_file() and p.parent == tmp_path / "report" for p in written)
@@ -360,18 +377,25 @@ def test_write_report_multilabel(tmp_path):
     assert supports == sorted(targets.sum(0).tolist(), reverse=True)
 
 
-def test_write_report_multiclass_without_history(tmp_path):
+def test_write_report_multiclass(tmp_path):
     scores, targets = multiclass_data(n=200, c=5, seed=13)
-    metrics = full_metrics(scores, targets, "multiclass", names(5))
+    metrics = full_metrics(multiclass(5), scores, np.eye(5)[targets])
 
-    written = write_report(tmp_path, metrics, scores, targets, "multiclass", names(5))
+    written = write_report(tmp_path, multiclass(5), metrics, scores, np.eye(5)[targets])
 
     assert sorted(p.name for p in written) == sorted(
-        ["per_label.csv", "per_label.md", "per_label_f1.png", "pr_curves.png", "confusion_matrix.png"]
+        ["per_label.csv", "per_label.md", "per_label_f1.png", "pr_curves.png", "confusion_matrix.png", "errors.png"]
     )
-    assert not (tmp_path / "training_curves.png").exists() and not (tmp_path / "cooccurrence.png").exists()
+    assert not (tmp_path / "cooccurrence.png").exists()  # one label per row: nothing co-occurs
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     check_pngs(written)
     fields, rows = read_csv(tmp_path / "per_label.csv")
-    assert fields == ["label", "support", "precision", "recall", "f1", "tp", "fp", "fn"]
-    assert len(rows) == 5
+    assert fields[:8] == ["label", "support", "precision", "recall", "f1", "tp", "fp", "fn"]
+    assert len(rows) == 5 and {row["threshold"] for row in rows} == {""}
     assert [int(r["support"]) for r in rows] == np.bincount(targets, minlength=5).tolist()
+
+
+def test_training_curves_figure_marks_the_best_step(tmp_path):
+    history = {"train/loss_step": [(i, 1 / (i + 1)) for i in range(20)], "val/macro_f1": [(5, 0.1), (10, 0.3)]}
+    path = training_curves(tmp_path / "curves.png", history, marks={"best checkpoint": 10})
+    check_pngs([path])

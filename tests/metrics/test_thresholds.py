@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from src.metrics.thresholds import AUTO_SHRINKAGE, GRID, Thresholds, calibrate, cross_fitted_macro_f1, decide
+from src.labels import LabelSpace
+from src.metrics.thresholds import AUTO_SHRINKAGE, GRID, Thresholds, calibrate, cross_fitted_macro_f1
 
 
 def sk_macro(targets, predictions) -> float:
@@ -175,25 +176,17 @@ def test_shrinkage_rejects_bad_values():
         calibrate(scores, targets, at_least_one="maybe")
 
 
-# ---------------------------------------------------------------- decide and at_least_one
+# ---------------------------------------------------------------- applying thresholds and at_least_one
 
 
-def test_decide_is_strict():
+def test_thresholds_are_strict():
     t = Thresholds(global_threshold=0.5, per_label=[0.3, 0.7], shrinkage=0.0, at_least_one=False)
     at = np.array([[0.3, 0.7]])
     above = np.nextafter(at, 1.0)
-    assert decide(at, t, "multilabel").tolist() == [[False, False]]
-    assert decide(above, t, "multilabel").tolist() == [[True, True]]
+    assert t.apply(at).tolist() == [[False, False]]
+    assert t.apply(above).tolist() == [[True, True]]
     half = np.array([[0.5, np.nextafter(np.float32(0.5), np.float32(1))]], dtype=np.float32)
-    assert decide(half, None, "multilabel").tolist() == [[False, True]]
-
-
-def test_decide_multiclass_is_one_hot_argmax_ignoring_thresholds():
-    scores = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
-    t = Thresholds(0.9, [0.9, 0.9, 0.9], 1.0, at_least_one=False)
-    expected = np.eye(3, dtype=bool)[[1, 0, 2]]
-    np.testing.assert_array_equal(decide(scores, t, "multiclass"), expected)
-    np.testing.assert_array_equal(decide(scores, None, "multiclass"), expected)
+    assert LabelSpace("multilabel", ("a", "b")).decide(half).tolist() == [[False, True]]
 
 
 def test_at_least_one_fills_only_empty_rows_with_argmax():
@@ -204,12 +197,12 @@ def test_at_least_one_fills_only_empty_rows_with_argmax():
     empty = ~plain.any(1)
     assert 20 < empty.sum() < 280  # both kinds of rows occur
 
-    got = decide(scores, Thresholds(0.8, cut.tolist(), 0.0, at_least_one=True), "multilabel")
+    got = Thresholds(0.8, cut.tolist(), 0.0, at_least_one=True).apply(scores)
 
     np.testing.assert_array_equal(got[~empty], plain[~empty])
     assert (got[empty].sum(1) == 1).all()
     np.testing.assert_array_equal(got[empty].argmax(1), scores[empty].argmax(1))
-    off = decide(scores, Thresholds(0.8, cut.tolist(), 0.0, at_least_one=False), "multilabel")
+    off = Thresholds(0.8, cut.tolist(), 0.0, at_least_one=False).apply(scores)
     np.testing.assert_array_equal(off, plain)
 
 
@@ -222,8 +215,8 @@ def test_at_least_one_auto_turns_on_only_when_it_helps():
     helps = calibrate(scores, single, shrinkage=1.0, at_least_one="auto")
     forced_off = calibrate(scores, single, shrinkage=1.0, at_least_one=False)
     assert helps.at_least_one is True and forced_off.at_least_one is False
-    with_fallback = sk_macro(single, decide(scores, helps, "multilabel"))
-    assert with_fallback > sk_macro(single, decide(scores, forced_off, "multilabel")) + 1e-3
+    with_fallback = sk_macro(single, helps.apply(scores))
+    assert with_fallback > sk_macro(single, forced_off.apply(scores)) + 1e-3
 
     # most rows have no label and their scores are flat: filling them only adds false positives
     sparse = (rng.random((n, c)) < 0.02).astype(int)
@@ -231,7 +224,7 @@ def test_at_least_one_auto_turns_on_only_when_it_helps():
     hurts = calibrate(flat, sparse, shrinkage=1.0, at_least_one="auto")
     forced_on = calibrate(flat, sparse, shrinkage=1.0, at_least_one=True)
     assert hurts.at_least_one is False and forced_on.at_least_one is True
-    assert sk_macro(sparse, decide(flat, forced_on, "multilabel")) < sk_macro(sparse, decide(flat, hurts, "multilabel"))
+    assert sk_macro(sparse, forced_on.apply(flat)) < sk_macro(sparse, hurts.apply(flat))
 
 
 def test_thresholds_round_trip_through_json():
@@ -247,7 +240,7 @@ def test_thresholds_round_trip_through_json():
 def test_cross_fitted_is_below_in_sample_and_equals_hand_written_two_fold():
     scores, targets = noisy(n=300, c=8, seed=7, signal=0.12)  # weak signal: tuning overfits
     kwargs = {"shrinkage": 0.0, "at_least_one": False}
-    in_sample = sk_macro(targets, decide(scores, calibrate(scores, targets, **kwargs), "multilabel"))
+    in_sample = sk_macro(targets, calibrate(scores, targets, **kwargs).apply(scores))
     cross = cross_fitted_macro_f1(scores, targets, seed=11, **kwargs)
 
     order = np.random.default_rng(11).permutation(len(scores))

@@ -11,7 +11,8 @@ from torch import nn
 from transformers import AutoModel
 
 from src.errors import ConfigError
-from src.models.classifier import TextClassifier
+from src.labels import LabelSpace
+from src.models.build import classifier
 from src.models.fast_dropout import ATTENTION, FastDropout, attention, fast_dropout, keep_mask, quantised
 
 
@@ -103,8 +104,11 @@ def test_attention_without_dropout_is_torch_sdpa(padding):
     torch.testing.assert_close(ours, reference.transpose(1, 2))
 
 
+ABC = LabelSpace("multilabel", ("a", "b", "c"))
+
+
 def test_classifier_uses_it_and_matches_plain_hugging_face_in_eval(tiny_bert):
-    model = TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=list("abc"))
+    model = classifier(tiny_bert, labels=ABC)
     assert not [m for m in model.modules() if type(m) is nn.Dropout]
     assert model.encoder.config._attn_implementation == ATTENTION
     plain = AutoModel.from_pretrained(tiny_bert)
@@ -117,22 +121,22 @@ def test_classifier_uses_it_and_matches_plain_hugging_face_in_eval(tiny_bert):
     torch.testing.assert_close(ours, plain(input_ids=ids, attention_mask=mask).last_hidden_state)
     model.train()
     torch.manual_seed(6)
-    first = model(ids, mask)
+    first = model(ids, mask).logits
     torch.manual_seed(6)
-    assert torch.equal(first, model(ids, mask))
-    assert not torch.equal(first, model(ids, mask))  # dropout is on in training
+    assert torch.equal(first, model(ids, mask).logits)
+    assert not torch.equal(first, model(ids, mask).logits)  # dropout is on in training
 
 
 def test_saved_config_names_standard_attention(tiny_bert, tmp_path):
     """An encoder saved from a trained classifier loads anywhere: the custom attention is not written out."""
-    model = TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=list("abc"))
+    model = classifier(tiny_bert, labels=ABC)
     model.encoder.save_pretrained(tmp_path)
     assert ATTENTION not in (tmp_path / "config.json").read_text()
 
 
 def test_it_can_be_switched_off(tiny_bert):
-    model = TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=list("abc"), fast_dropout=False)
+    model = classifier(tiny_bert, labels=ABC, fast_dropout=False)
     assert not [m for m in model.modules() if isinstance(m, FastDropout)]
     assert model.encoder.config._attn_implementation == "sdpa"
     with pytest.raises(ConfigError, match="model.fast_dropout is true or false, got 'maybe'"):
-        TextClassifier(tiny_bert, num_labels=3, task="multilabel", label_names=list("abc"), fast_dropout="maybe")
+        classifier(tiny_bert, labels=ABC, fast_dropout="maybe")

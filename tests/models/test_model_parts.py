@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from src.models.classifier import TextClassifier
+from src.labels import LabelSpace
+from src.models.build import classifier as build_classifier
 from src.models.modeling_labelwise import pool
 from src.models.optimization import adamw, warmup_schedule
 
@@ -60,7 +61,7 @@ def test_pool_pooler_returns_the_pooler_output():
 
 @pytest.fixture(scope="module")
 def classifier(tiny_bert):
-    return TextClassifier(name_or_path=tiny_bert, num_labels=3, task="multilabel", label_names=LABELS)
+    return build_classifier(tiny_bert, labels=LabelSpace("multilabel", tuple(LABELS)))
 
 
 def _no_decay_by_name(name: str) -> bool:
@@ -100,7 +101,7 @@ def test_adamw_groups(classifier):
             decayed += 1
     assert decayed > 0 and no_decay > 0
     # the head is one Linear: its weight decays, its bias does not
-    head_linear = classifier.head[1]
+    head_linear = classifier.head.out_proj
     assert placed[id(head_linear.weight)]["weight_decay"] == 0.05
     assert placed[id(head_linear.bias)]["weight_decay"] == 0.0
     assert placed[id(head_linear.bias)]["lr"] == pytest.approx(2e-3)
@@ -173,47 +174,3 @@ def test_no_warmup():
     lrs = lr_after_steps("linear", 10, 0.0)
     assert lrs[0] == pytest.approx(1.0)
     assert lrs[5] == pytest.approx(0.5)
-
-
-# ---------------------------------------------------------------- TextClassifier
-
-
-def _batch():
-    input_ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]])
-    attention_mask = (input_ids != 0).long()
-    return input_ids, attention_mask
-
-
-@pytest.mark.parametrize("pooling", ["mean", "cls", "cls_mean", "pooler"])
-def test_forward_gives_batch_by_labels(tiny_bert, pooling):
-    torch.manual_seed(0)
-    model = TextClassifier(name_or_path=tiny_bert, num_labels=3, task="multiclass", label_names=LABELS,
-                           pooling=pooling).eval()
-    hidden = model.encoder.config.hidden_size
-    assert hidden == 32
-    assert model.head[1].in_features == (2 * hidden if pooling == "cls_mean" else hidden)
-    assert model.head[1].out_features == 3
-    with torch.no_grad():
-        logits = model(*_batch())
-    assert logits.shape == (2, 3)
-    assert torch.isfinite(logits).all()
-
-
-def test_mean_pooling_forward_is_unaffected_by_extra_padding(tiny_bert):
-    torch.manual_seed(0)
-    model = TextClassifier(name_or_path=tiny_bert, num_labels=3, task="multilabel", label_names=LABELS).eval()
-    input_ids, mask = _batch()
-    padded_ids = torch.cat([input_ids, torch.zeros(2, 4, dtype=torch.long)], dim=1)
-    padded_mask = torch.cat([mask, torch.zeros(2, 4, dtype=torch.long)], dim=1)
-    with torch.no_grad():
-        short = model(input_ids, mask)
-        long = model(padded_ids, padded_mask)
-        second_alone = model(input_ids[1:, :3], mask[1:, :3])
-    torch.testing.assert_close(short, long, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(short[1:], second_alone, atol=1e-5, rtol=1e-5)
-
-
-def test_unknown_pooling_raises(tiny_bert):
-    with pytest.raises(ValueError, match="pooling"):
-        TextClassifier(name_or_path=tiny_bert, num_labels=3, task="multilabel", label_names=LABELS,
-                       pooling="max")

@@ -1,14 +1,8 @@
-"""Run naming, MLflow params flattening, summary shaping, checkpoint metadata errors."""
+"""Run naming, MLflow params flattening, summary shaping."""
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-from src.errors import ConfigError
-from src.models.loading import load_for_inference
 from src.summary import metrics_by_split
-from src.tracking.checkpoint import read_metadata
 from src.tracking.mlflow import flat_params
 from src.tracking.naming import run_name, swept_keys
 
@@ -19,7 +13,8 @@ def test_swept_keys_are_the_ones_with_several_values():
 
 
 def test_run_name_drops_locations_and_keeps_order():
-    overrides = ["loss=ce", "data.train=/a.csv", "paths.root_dir=/x", "seed=2", "hydra.run.dir=r", "+model.dropout=0.2"]
+    overrides = ["loss=ce", "data.source.train=/a.csv", "paths.root_dir=/x", "seed=2", "hydra.run.dir=r",
+                 "+model.dropout=0.2"]
     assert run_name(overrides) == "loss=ce seed=2 model.dropout=0.2"
     assert run_name(overrides, only={"seed"}) == "seed=2"
     assert run_name(["paths.root_dir=/x"]) == "defaults"
@@ -36,13 +31,3 @@ def test_flat_params_flattens_and_skips_hydra_keys():
 def test_metrics_by_split_groups_and_strips_epoch_suffix():
     metrics = {"val/macro_f1": 0.5, "train/loss_epoch": 0.3, "train/loss_step": 0.2, "epoch": 3.0, "lr-AdamW": 1.0}
     assert metrics_by_split(metrics) == {"val": {"macro_f1": 0.5}, "train": {"loss": 0.3, "loss_step": 0.2}}
-
-
-@pytest.mark.parametrize("load", [read_metadata, load_for_inference], ids=["read_metadata", "load_for_inference"])
-def test_checkpoint_readers_name_the_problem(tmp_path, load):
-    with pytest.raises(ConfigError, match="missing.ckpt: no such file"):
-        load(tmp_path / "missing.ckpt")
-    foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(ConfigError, match="not a labelwise checkpoint"):
-        load(foreign)

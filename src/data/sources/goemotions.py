@@ -56,7 +56,7 @@ TAXONOMIES: dict[str, dict[str, list[str]] | None] = {
 # Local file -> split; only train.tsv is required.
 _FILES = {"train.tsv": "train", "dev.tsv": "val", "test.tsv": "test"}
 _HUB_SPLITS = {"train": "train", "validation": "val", "test": "test"}
-_LOCAL_FIX = "pass data.data_dir=<directory with train.tsv and dev.tsv>"
+_LOCAL_FIX = "pass data.source.data_dir=<directory with train.tsv and dev.tsv>"
 
 
 class GoEmotionsSource:
@@ -72,7 +72,7 @@ class GoEmotionsSource:
         if taxonomy not in TAXONOMIES:
             raise DataError(
                 f"unknown GoEmotions taxonomy {taxonomy!r}; valid ones: {', '.join(TAXONOMIES)}. "
-                "Set data.taxonomy to one of them."
+                "Set data.source.taxonomy to one of them."
             )
         self.data_dir = data_dir
         self.taxonomy = taxonomy
@@ -145,7 +145,7 @@ def _check_label_file(path: Path) -> None:
     if names != list(LABELS):
         raise DataError(
             f"{path}: the label names differ from the 28 GoEmotions labels {list(LABELS)}, so the ids in "
-            f"the TSV files cannot be trusted; found {names}. Point data.data_dir at the original GoEmotions "
+            f"the TSV files cannot be trusted; found {names}. Point data.source.data_dir at the original GoEmotions "
             "files, or read other data with the tabular source."
         )
 

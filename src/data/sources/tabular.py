@@ -76,9 +76,9 @@ class TabularSource:
         task: str = "auto",
     ) -> None:
         if format not in ("auto", *FORMATS):
-            raise DataError(f"data.format must be one of auto, {', '.join(FORMATS)}; got {format!r}")
+            raise DataError(f"data.source.format must be one of auto, {', '.join(FORMATS)}; got {format!r}")
         if task not in ("auto", *TASKS):
-            raise DataError(f"data.task must be one of auto, {', '.join(TASKS)}; got {task!r}")
+            raise DataError(f"data.source.task must be one of auto, {', '.join(TASKS)}; got {task!r}")
         self.files = {split: path for split, path in (("train", train), ("val", val), ("test", test)) if path}
         self.format = format
         self.text_column = text_column
@@ -89,7 +89,7 @@ class TabularSource:
 
     def load(self) -> LabelledData:
         records = {
-            split: self._read(Path(path), f"data.{split}") for split, path in self.files.items()
+            split: self._read(Path(path), f"data.source.{split}") for split, path in self.files.items()
         }
         names, ids_allowed = self._vocabulary(records["train"])
         splits = {
@@ -106,7 +106,7 @@ class TabularSource:
         if not tokens:
             raise DataError(
                 f"{self.files['train']}: no record has a label, so the label vocabulary is unknown. "
-                "Pass data.labels=[...] with the label names."
+                "Pass data.source.labels=[...] with the label names."
             )
         if all(_is_id(token) for token in tokens):
             return [str(i) for i in range(max(int(token) for token in tokens) + 1)], True
@@ -128,7 +128,7 @@ class TabularSource:
                     ids.add(i)
             labels.append(sorted(ids))
         problems.raise_if_any(
-            f"Known labels: {names}. If the data is right, pass data.labels=[...] "
+            f"Known labels: {names}. If the data is right, pass data.source.labels=[...] "
             "listing every label name (integer labels are then ids into that list)."
         )
         return Split([r.text for r in records], labels, [f"{path}:{r.line}" for r in records])
@@ -145,7 +145,7 @@ class TabularSource:
         if fmt is None:
             raise DataError(
                 f"{path}: cannot tell the format from the extension {path.suffix!r}. "
-                f"Set data.format to one of {', '.join(FORMATS)}."
+                f"Set data.source.format to one of {', '.join(FORMATS)}."
             )
         problems = RowProblems(path)
         records = []
@@ -185,8 +185,8 @@ class TabularSource:
             raise DataError(
                 f"{path}: no column {', '.join(map(repr, missing))} in the header row "
                 f"(columns found: {header}). "
-                "Set data.text_column / data.label_column to the right names, "
-                f"or data.format if this is not a {fmt.upper()} file with a header row."
+                "Set data.source.text_column / data.source.label_column to the right names, "
+                f"or data.source.format if this is not a {fmt.upper()} file with a header row."
             )
         text_at, label_at = header.index(self.text_column), header.index(self.label_column)
         for row in reader:
@@ -222,7 +222,7 @@ class TabularSource:
                 problems.add(
                     line,
                     f"missing key {', '.join(map(repr, missing))} (keys found: {sorted(obj)}); "
-                    "set data.text_column / data.label_column if it is named differently",
+                    "set data.source.text_column / data.source.label_column if it is named differently",
                 )
                 continue
             yield line, obj[self.text_column], obj[self.label_column]

@@ -27,9 +27,6 @@ def resolve(name_or_path: str) -> str:
 
 
 def _load(loader, name_or_path: str, what: str, **kwargs):
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a bar per weight file is noise next to the training progress bar
     try:
         return loader(resolve(name_or_path), **kwargs)
     except OSError as error:
@@ -40,19 +37,32 @@ def _load(loader, name_or_path: str, what: str, **kwargs):
         ) from None
 
 
+def fingerprint(name_or_path: str) -> list:
+    """What identifies an encoder's weights: the resolved path, with each file's size and modification time when
+    it is a local directory (a model saved again in place gets a new fingerprint)."""
+    path = Path(resolve(name_or_path))
+    files = sorted(entry for entry in path.iterdir() if entry.is_file()) if path.is_dir() else []
+    return [str(path), [(entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in files]]
+
+
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     return _load(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
 
 
+def load_encoder_config(name_or_path: str):
+    from transformers import AutoConfig
+
+    return _load(AutoConfig.from_pretrained, name_or_path, "model config")
+
+
 def load_encoder(name_or_path: str, pretrained: bool = True):
     """The bare encoder (no task head). ``pretrained=False`` builds it from its config with random weights
     (the checkpoint supplies the weights when loading a trained model). Attention uses SDPA where the
     architecture supports it (transformers' default)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     if pretrained:
         return _load(AutoModel.from_pretrained, name_or_path, "model")
-    config = _load(AutoConfig.from_pretrained, name_or_path, "model config")
-    return AutoModel.from_config(config)
+    return AutoModel.from_config(load_encoder_config(name_or_path))

@@ -1,0 +1,80 @@
+"""Building the model artifact: from a pretrained encoder for training (``model=...`` configs target
+:func:`classifier`), or from a stored config and weights for inference."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from src.errors import ConfigError
+from src.labels import LabelSpace
+from src.models.fast_dropout import use_fast_dropout
+from src.models.modeling_labelwise import POOLINGS, LabelwiseConfig, LabelwiseForSequenceClassification
+from src.pretrained import load_encoder
+
+
+def label_fields(labels: LabelSpace) -> dict[str, Any]:
+    """The config fields that carry the label space (ours, and Hugging Face's ``id2label``/``problem_type``)."""
+    return {
+        "label_space": labels.to_dict(),
+        "id2label": dict(enumerate(labels.names)),
+        "label2id": {name: i for i, name in enumerate(labels.names)},
+        "problem_type": labels.problem_type,
+    }
+
+
+def labels_of(config: LabelwiseConfig) -> LabelSpace:
+    return LabelSpace.from_dict(config.label_space)
+
+
+def classifier(
+    name_or_path: str,
+    *,
+    labels: LabelSpace,
+    max_length: int | None = None,
+    pooling: str = "mean",
+    dropout: float = 0.1,
+    hidden: int = 0,
+    freeze_encoder: bool = False,
+    fast_dropout: bool = True,
+    pretrained: bool = True,
+) -> LabelwiseForSequenceClassification:
+    """A classifier on the encoder ``name_or_path`` (a bundled model, a local directory or a hub id), in training
+    mode. ``hidden > 0`` puts a hidden GELU layer of that width in the head; ``freeze_encoder`` trains the head only;
+    ``fast_dropout`` draws CPU dropout masks the cheap way (src/models/fast_dropout.py; a training-time swap that
+    leaves weights and the saved config alone); ``pretrained=False`` builds the encoder from its config with random
+    weights (tests, or weights that a checkpoint replaces)."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+    if not isinstance(hidden, int) or hidden < 0:
+        raise ConfigError(f"model.hidden is the hidden layer width (0: a linear head), got {hidden!r}")
+    for key, value in (("fast_dropout", fast_dropout), ("freeze_encoder", freeze_encoder)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"model.{key} is true or false, got {value!r}")
+    encoder = load_encoder(name_or_path, pretrained=pretrained)
+    config = LabelwiseConfig(
+        encoder=copy.deepcopy(encoder.config), pooling=pooling, classifier_dropout=dropout, head_hidden=hidden,
+        base_model=name_or_path, max_seq_length=max_length, **label_fields(labels),
+    )
+    # from_pretrained returns eval mode and Lightning keeps submodule modes: without train(), no dropout
+    net = LabelwiseForSequenceClassification(config, encoder=encoder).train()
+    if freeze_encoder:
+        net.encoder.requires_grad_(False)  # the optimizer factory skips frozen parameters
+    if fast_dropout:
+        use_fast_dropout(net)
+    return net
+
+
+def from_stored(config: Mapping[str, Any],
+                state_dict: Mapping[str, torch.Tensor]) -> LabelwiseForSequenceClassification:
+    """The model a checkpoint describes, in eval mode: built from its stored config (no pretrained weights are
+    read), then given its weights; a ConfigError naming the missing weights otherwise."""
+    net = LabelwiseForSequenceClassification(LabelwiseConfig.from_dict(dict(config)))
+    missing, unexpected = net.load_state_dict(dict(state_dict), strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"the checkpoint's weights do not fit the model it describes (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}); it was probably written by another program")
+    return net.eval()

@@ -1,0 +1,142 @@
+"""The LightningModule: loss, optimisation and the per-step numbers around an injected model artifact.
+
+The network (:class:`~src.models.modeling_labelwise.LabelwiseForSequenceClassification`) is built outside and passed
+in, lightning-hydra-template style; this module adds only what training needs. Validation and test steps emit
+scores and targets; the evaluation callback (src/callbacks/evaluation.py) turns them into metrics, thresholds and
+the report, in the same pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from src.labels import LabelSpace
+from src.losses.base import Loss
+from src.metrics.counts import Counts, confusion
+from src.models.modeling_labelwise import LabelwiseForSequenceClassification
+
+#: Where a checkpoint keeps labelwise's own entries (the model's config and labels, the run's config ...).
+CHECKPOINT_KEY = "labelwise"
+#: Version of the checkpoint layout: 2 = the model artifact's config and weights under ``net.``.
+CHECKPOINT_FORMAT = 2
+MODEL_INPUTS = ("input_ids", "attention_mask", "embeddings")
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains ``net`` on ``labels``' targets with ``loss``; ``optimizer`` and ``scheduler`` are Hydra partials
+    (``scheduler`` gets the total number of optimizer steps). Without loss/optimizer it only evaluates."""
+
+    def __init__(
+        self,
+        net: LabelwiseForSequenceClassification,
+        labels: LabelSpace,
+        loss: Loss | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., dict] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.labels = labels
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.train_counts: Counts | None = None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``[B, C]`` of a batch of token ids (or of pooled ``embeddings``)."""
+        return self.net(**{key: batch[key] for key in MODEL_INPUTS if key in batch}).logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = self.loss(logits, batch["labels"])
+        counts = confusion(batch["labels"].bool(), self.labels.decide(self.labels.scores(logits.detach())))
+        self.train_counts = counts if self.train_counts is None else self.train_counts + counts
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(logits), prog_bar=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.train_counts = None
+
+    def on_train_epoch_end(self) -> None:
+        """Train macro/micro-F1 at the default decision rule, from the epoch's counts summed over ranks (running
+        weights, dropout on: a check for under- and overfitting, not a score)."""
+        if self.train_counts is None:
+            return
+        reduce = self.trainer.strategy.reduce
+        counts = Counts(*(reduce(x.float(), reduce_op="sum") for x in (self.train_counts.tp, self.train_counts.fp,
+                                                                         self.train_counts.fn))).numpy()
+        f1 = counts.f1()
+        self.log_dict({"train/macro_f1": float(self.labels.macro(f1, counts.tp, counts.fp, counts.fn)),
+                       "train/micro_f1": float(counts.micro_f1())})
+
+    def _evaluation_step(self, batch: dict, prefix: str) -> dict[str, torch.Tensor]:
+        logits = self(batch)
+        if self.loss is not None:
+            self.log(f"{prefix}/loss", self.loss(logits, batch["labels"]), on_epoch=True, batch_size=len(logits),
+                     sync_dist=True)
+        return {"scores": self.labels.scores(logits), "targets": batch["labels"], "index": batch["index"]}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, self.test_prefix)
+
+    @property
+    def test_prefix(self) -> str:
+        """The name test metrics are logged under: the evaluated split's (``src.eval split=val`` logs ``val/...``)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        return getattr(datamodule, "test_split", "test")
+
+    # ---------------------------------------------------------------- optimisation
+
+    def _grad_scaler(self):
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def configure_optimizers(self):
+        # fp16 loss scaling: Lightning must unscale before clipping, which a fused optimizer does not allow
+        optimizer = self.optimizer_factory(encoder=self.net.encoder, head=self.net.head,
+                                           fused=self._grad_scaler() is None)
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total_steps)}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Without a grad scaler (fp32, bf16) gradients are already real-valued: clip them directly, which
+        Lightning's mixed-precision plugin refuses to do for fused optimizers. Under fp16 Lightning unscales
+        first, then clips (never clip scaled gradients)."""
+        if not gradient_clip_val or self._grad_scaler() is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            clip_grad_norm(self.parameters(), gradient_clip_val)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The artifact's config (with the thresholds tuned for these weights) beside its weights, as plain types:
+        a checkpoint loads with ``weights_only=True`` and rebuilds the model without its training code."""
+        checkpoint.setdefault(CHECKPOINT_KEY, {}).update(
+            format=CHECKPOINT_FORMAT, net_config=self.net.config.to_dict())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.net.config.thresholds = checkpoint[CHECKPOINT_KEY]["net_config"].get("thresholds")
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` that skips the rescaling pass when the norm is already within ``max_norm``.
+
+    torch always multiplies by ``min(1, max_norm / norm)`` to avoid a host sync; on CPU there is nothing to
+    sync, and most fine-tuning steps are not clipped, so checking first saves a pass over every gradient.
+    """
+    parameters = [p for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    if norm.device.type != "cpu" or norm > max_norm:
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+    return norm

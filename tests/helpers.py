@@ -1,0 +1,134 @@
+"""Helpers shared by the tests: paths, the compose API, tiny keyword datasets, the CLI as a subprocess, and the
+numpy reference formulas of the losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+GOEMOTIONS = ROOT.parent / "shared" / "data" / "goemotions"  # a local copy on development machines; tests skip without
+QUIET = ["trainer.enable_progress_bar=false"]
+
+# ---------------------------------------------------------------- configs
+
+
+def compose_train(tmp_path: Path, overrides: list[str]):
+    """The train config as the CLI would build it, with every path under ``tmp_path``."""
+    import src.train  # noqa: F401  (registers the lw.* resolvers)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+# ---------------------------------------------------------------- tiny keyword datasets
+
+WORDS = {
+    "joy": ["sunny", "party", "great", "wonderful"],
+    "anger": ["furious", "rude", "unfair", "yelling"],
+    "fear": ["scary", "dark", "alone", "shaking"],
+}
+FILLER = ["the", "day", "was", "and", "then", "we", "it", "really", "so"]
+
+
+def write_dataset(directory: Path, multilabel: bool, rows: int = 96, seed: int = 0) -> dict[str, Path]:
+    """JSONL splits whose label is signalled by keywords, so even a tiny model can learn something."""
+    rng = random.Random(seed)
+    names = list(WORDS)
+    paths = {}
+    for split, count in (("train", rows), ("val", rows // 3), ("test", rows // 3)):
+        lines = []
+        for _ in range(count):
+            labels = rng.sample(names, rng.choice([1, 2]) if multilabel else 1)
+            words = [rng.choice(WORDS[name]) for name in labels] + rng.sample(FILLER, 4)
+            rng.shuffle(words)
+            lines.append(json.dumps({"text": " ".join(words), "labels": labels if multilabel else labels[0]}))
+        paths[split] = directory / f"{split}.jsonl"
+        paths[split].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def on_tiny(tiny_bert: str, paths: dict[str, Path]) -> list[str]:
+    """Overrides that train the tiny BERT on JSONL splits."""
+    return ["data=jsonl", *(f"data.source.{split}={path}" for split, path in paths.items()),
+            f"model.name_or_path={tiny_bert}"]
+
+
+def quick(tiny_bert: str, paths: dict[str, Path], *extra: str) -> list[str]:
+    return [*on_tiny(tiny_bert, paths), "trainer.max_epochs=3", *QUIET, "optim.lr=1e-3", "data.batch_size=16", *extra]
+
+
+def tiny_data_args(tmp_path: Path, tiny_bert: str, multilabel: bool) -> list[str]:
+    return [*on_tiny(tiny_bert, write_dataset(tmp_path, multilabel=multilabel)), "optim.lr=1e-3", *QUIET]
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def run_cli(cwd: Path, *args: str, module: str = "src.train", check: bool = True, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, input=stdin,
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def runs_in(store: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+# ---------------------------------------------------------------- loss references (numpy)
+
+
+def np_bce(logits: np.ndarray, targets: np.ndarray, pos_weight: np.ndarray | None = None) -> float:
+    """mean over B x C of -(w_pos * y * log sigmoid(x) + (1 - y) * log(1 - sigmoid(x)))."""
+    x = logits.astype(np.float64)
+    y = targets.astype(np.float64)
+    w = np.ones(x.shape[-1]) if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    log_sig = -np.logaddexp(0.0, -x)  # log sigmoid(x)
+    log_one_minus_sig = -np.logaddexp(0.0, x)  # log(1 - sigmoid(x))
+    return float(np.mean(-(w * y * log_sig + (1.0 - y) * log_one_minus_sig)))
+
+
+def np_log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def np_ce(logits: np.ndarray, targets: np.ndarray, class_weights=None, smoothing: float = 0.0) -> float:
+    """Per example -sum_c w_c q_c log p_c with q = (1 - eps) one_hot + eps / C, summed and divided by
+    sum_n w_{y_n} (PyTorch's documented weighted mean; plain mean when there are no weights). ``targets``: class ids."""
+    num_classes = logits.shape[1]
+    w = np.ones(num_classes) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    q = np.full(logits.shape, smoothing / num_classes)
+    q[np.arange(len(targets)), targets] += 1.0 - smoothing
+    per_example = -(w[None, :] * q * np_log_softmax(logits)).sum(axis=1)
+    return float(per_example.sum() / w[targets].sum())
+
+
+def one_hot(class_ids, num_classes: int):
+    """Class ids as the float one-hot rows every loss takes (a torch tensor)."""
+    import torch
+
+    return torch.nn.functional.one_hot(torch.as_tensor(class_ids).long(), num_classes).float()
