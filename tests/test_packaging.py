@@ -21,7 +21,18 @@ def test_the_listed_packages_are_every_package_of_the_source_tree():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = set(find_packages(ROOT, include=["src*"], exclude=["src.plugins*"]))
     found |= {f"hydra_plugins.{name}" for name in find_packages(ROOT / "src/plugins/hydra_plugins")}
-    assert listed == found | {"src.conf"}
+    assert listed == found | {"src.conf", "hydra_plugins"}
+
+
+def test_hydra_finds_the_optuna_sweeper_from_outside_the_checkout(tmp_path):
+    """Hydra lists plugins by walking the `hydra_plugins` namespace's directories; an editable install whose
+    namespace has no real directory imports the sweeper but never lists it (`hparams_search=optuna` then fails)."""
+    code = ("from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; "
+            "print(sorted(p.__name__ for p in Plugins.instance().discover(Sweeper)))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "OptunaSweeper" in out
 
 
 def test_help_version_and_unknown_commands(capsys):
