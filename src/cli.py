@@ -17,7 +17,7 @@ COMMANDS = {
     "train": ("src.train", "fine-tune a classifier: fit, tune thresholds, evaluate, report"),
     "eval": ("src.eval", "score a checkpoint on any labelled split"),
     "predict": ("src.predict", "label texts from a file or stdin"),
-    "export": ("src.export", "a Hugging Face or ONNX model directory"),
+    "export": ("src.export", "a Hugging Face or ONNX model directory, or an MLflow (registry) model"),
     "compare": ("src.compare", "rank a --multirun sweep's settings over seeds, with statistics"),
 }
 COMPLETION = ("-sc", "--shell-completion")

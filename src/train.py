@@ -21,6 +21,7 @@ from src import CONFIG_PATH, resolvers
 from src.callbacks.curves import TrainingCurves
 from src.callbacks.evaluation import Evaluation
 from src.errors import ConfigError, reported_to_user
+from src.export import after_training, check_before_training
 from src.losses.base import build_loss
 from src.models.module import ClassifierModule
 from src.runtime import allow_tf32, keep_large_allocations
@@ -93,6 +94,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     if cfg.ckpt_path:
         cfg = resume_config(cfg)
     refuse_multirun_with_ddp(cfg)
+    hub_token = check_before_training(cfg.get("export"))  # a push or registry name that would fail fails now
     keep_large_allocations()
     allow_tf32()
     L.seed_everything(cfg.seed, workers=True)
@@ -101,7 +103,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     try:
         if mlflow:
             tag_run(mlflow, job_tags(overrides()))
-        return fit_and_evaluate(cfg, loggers, mlflow, extra_callbacks)
+        summary = fit_and_evaluate(cfg, loggers, mlflow, extra_callbacks)
+        if rank_zero_only.rank == 0:
+            after_training(cfg.get("export"), summary, hub_token)
+        return summary
     except BaseException as error:
         if mlflow:
             record_failure(mlflow, error)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +91,27 @@ def run_cli(cwd: Path, *args: str, module: str = "src.train", check: bool = True
             f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
         )
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Until ``url`` answers 200; an AssertionError with the server's log when it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{process.args[:4]} did not come up on {url}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
 
 
 def runs_in(store: Path) -> list:

@@ -7,25 +7,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import run_cli, tiny_data_args
+from tests.helpers import free_port, run_cli, tiny_data_args, wait_until_up
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+MODEL = "emotions"
 
 
 def api(url: str, endpoint: str, body: dict | None = None) -> dict:
@@ -37,10 +30,12 @@ def api(url: str, endpoint: str, body: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_bert) -> Iterator[str]:
-    """A 2-job sweep (loss=bce,asymmetric) through the CLI, then `mlflow server` on its store; yields the URL."""
+    """A 2-job sweep (loss=bce,asymmetric) through the CLI, each job registering its model as a version of MODEL, then
+    `mlflow server` on its store; yields the URL."""
     tmp = tmp_path_factory.mktemp("mlflow-ui")
     args = tiny_data_args(tmp, tiny_bert, multilabel=True)
-    run_cli(tmp, "--multirun", "loss=bce,asymmetric", "trainer.max_epochs=1", *args, "hydra.sweep.dir=sweep")
+    run_cli(tmp, "--multirun", "loss=bce,asymmetric", "trainer.max_epochs=1", *args, "hydra.sweep.dir=sweep",
+            "export.mlflow=true", f"export.registered_model_name={MODEL}")
     url = f"http://127.0.0.1:{(port := free_port())}"
     log = (tmp / "server.log").open("w")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job runner: 8 fewer processes
@@ -50,17 +45,7 @@ def server(tmp_path_factory, tiny_bert) -> Iterator[str]:
         cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not come up:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_up(f"{url}/health", process, tmp / "server.log", seconds=60)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -98,6 +83,14 @@ def test_rest_api_lists_the_sweep_parent_and_its_children_with_metrics(server):
         assert {m["key"] for m in fetched["data"]["metrics"]} >= {"val/macro_f1", "test/macro_f1"}
     artifacts = api(server, f"artifacts/list?run_id={children[0]['info']['run_id']}")["files"]
     assert {"config", "report"} <= {a["path"] for a in artifacts if a["is_dir"]}
+
+
+def test_each_job_registered_its_model_from_its_own_run(server):
+    _, _, children = sweep_runs(server)
+    versions = api(server, f"model-versions/search?filter=name%3D%27{MODEL}%27")["model_versions"]
+    assert sorted(v["version"] for v in versions) == ["1", "2"]
+    assert sorted(v["run_id"] for v in versions) == sorted(run["info"]["run_id"] for run in children)
+    assert all(v["status"] == "READY" for v in versions)
 
 
 def browser_missing() -> str | None:
@@ -146,5 +139,7 @@ def test_ui_shows_the_experiment_and_a_child_run_in_headless_chromium(server, tm
         page_shows("loss=asymmetric", "Metrics", "val/macro_f1", "Parameters")  # the child's run page
         driver.find_element(By.XPATH, "//*[@role='tab' and normalize-space()='Artifacts']").click()
         page_shows("config", "report")
+        driver.get(f"{server}/#/models/{MODEL}")  # the registry: the model and the version each job registered
+        page_shows(MODEL, "Version 1", "Version 2")
     finally:
         driver.quit()

@@ -5,6 +5,11 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,7 @@ from src.inference import Predictor
 from src.metrics.thresholds import Thresholds
 from src.predict import predict_file
 from src.train import train
-from tests.helpers import WORDS, compose_train, quick, run_cli, write_dataset
+from tests.helpers import WORDS, compose_train, free_port, quick, run_cli, wait_until_up, write_dataset
 
 TEXTS = [
     "what a wonderful sunny party",
@@ -153,7 +158,7 @@ def test_predict_cli_reads_stdin(loaded, ckpt, tmp_path):
         ("src.predict", ["ckpt_path=nowhere.ckpt", "input=x.txt"], ["ckpt_path=", "nowhere.ckpt: no such file"]),
         ("src.predict", ["ckpt_path={ckpt}", "input=missing.txt"], ["input=", "missing.txt: no such file", "input=-"]),
         ("src.predict", ["ckpt_path={ckpt}", "input={table}"], ["no column 'text'", "['id', 'body']", "text_column="]),
-        ("src.export", ["ckpt_path={ckpt}", "format=tflite", "output_dir=x"], ["format=tflite", "hf, onnx"]),
+        ("src.export", ["ckpt_path={ckpt}", "format=tflite", "output_dir=x"], ["format=tflite", "hf, onnx, mlflow"]),
     ],
     ids=["no-checkpoint", "missing-checkpoint", "missing-input", "bad-text-column", "bad-format"],
 )
@@ -169,10 +174,62 @@ def test_bad_input_gets_one_clear_message(ckpt, tmp_path, module, args, expected
     assert "Traceback" not in result.stderr
 
 
+def compose_app(name: str, overrides: list[str]):
+    """An entry point's config as its CLI would compose it (run in-process: faster than a subprocess)."""
+    from hydra import compose, initialize_config_dir
+
+    from src import CONFIG_PATH
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose(name, overrides)
+
+
+@pytest.fixture(scope="module")
+def untuned(ckpt, tmp_path_factory) -> Path:
+    """The fixture's checkpoint as saved before any validation epoch: no thresholds, though the run tunes them."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint["labelwise"]["net_config"]["thresholds"] = None
+    path = tmp_path_factory.mktemp("untuned") / "untuned.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["format=mlflow", "registered_model_name=team/model"],
+         r"registered_model_name='team/model': the MLflow model registry refuses it .*cannot contain '/' or ':'"),
+        (["output_dir=x", "quantize=int8"], "quantize=int8 applies to format=onnx only"),
+        (["output_dir=x", "format=onnx", "quantize=int4"], "quantize=int4: must be one of int8"),
+        (["output_dir=x", "format=onnx", "quantize=int8", "max_f1_loss=-1"], "max_f1_loss=-1: .* a number >= 0"),
+        (["format=mlflow", "ckpt_path={untuned}"], "holds no tuned decision thresholds .* allow_default_thresholds"),
+    ],
+    ids=["registry-name", "quantize-hf", "quantize-int4", "negative-f1-loss", "mlflow-without-thresholds"],
+)
+def test_export_refuses_bad_options_before_writing(ckpt, untuned, tmp_path, monkeypatch, overrides, expected):
+    from src.export import export
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=expected):
+        export(compose_app("export", [f"ckpt_path={ckpt}", *(o.format(untuned=untuned) for o in overrides)]))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({"engine": "tensorrt"}, "engine=tensorrt: must be one of torch, onnx"),
+     ({"quantize": "int8"}, "quantize=int8 runs on ONNX Runtime: add engine=onnx")],
+)
+def test_predictor_refuses_bad_engine_options(ckpt, options, expected):
+    with pytest.raises(ConfigError, match=expected):
+        Predictor.load(ckpt, **options)
+
+
 def test_export_hf_loads_with_auto_classes(loaded, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from src.export import PARITY_TEXTS, export_hf
+    from src.export import export_hf
+    from src.parity import PARITY_TEXTS
 
     assert export_hf(loaded, tmp_path) < 1e-4
     config = json.loads((tmp_path / "config.json").read_text())
@@ -193,24 +250,30 @@ def test_export_hf_loads_with_auto_classes(loaded, tmp_path):
         torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
 
 
-def test_export_onnx_without_the_extra_says_what_to_install(loaded, tmp_path, monkeypatch):
-    import src.export
+def test_onnx_without_the_extra_says_what_to_install(loaded, ckpt, tmp_path, monkeypatch):
+    import src.onnx_engine
 
-    monkeypatch.setattr(src.export, "ONNX_PACKAGES", ("onnx", "no_such_onnx_package"))
-    with pytest.raises(ConfigError, match=r'no_such_onnx_package not installed\): pip install -e "\.\[onnx\]"'):
-        src.export.export_onnx(loaded, tmp_path)
+    monkeypatch.setattr(src.onnx_engine, "ONNX_PACKAGES", ("onnx", "no_such_onnx_package"))
+    with pytest.raises(ConfigError, match=r'format=onnx needs .*no_such_onnx_package not installed\): pip install -e "'
+                                          r'\.\[onnx\]"'):
+        src.onnx_engine.export_onnx(loaded, tmp_path)
+    with pytest.raises(ConfigError, match=r'engine=onnx needs .*no_such_onnx_package not installed'):
+        Predictor.load(ckpt, engine="onnx", cache_dir=tmp_path)
 
 
-@pytest.mark.skipif(
+needs_onnx = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "onnxruntime")),
     reason='the optional ONNX extra is not installed (pip install -e ".[onnx]")',
 )
+
+
+@needs_onnx
 def test_export_onnx_matches_the_checkpoint(loaded, tmp_path):
     import onnxruntime
 
-    from src.export import export_onnx
+    from src.onnx_engine import export_onnx
 
-    assert export_onnx(loaded, tmp_path) < 1e-3
+    export_onnx(loaded, tmp_path)
     info = json.loads((tmp_path / "labelwise.json").read_text())
     assert info["label_names"] == list(loaded.labels.names) and info["thresholds"] == THRESHOLDS.to_dict()
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -220,3 +283,256 @@ def test_export_onnx_matches_the_checkpoint(loaded, tmp_path):
             ours = loaded.net(batch["input_ids"], batch["attention_mask"]).logits.numpy()
         (theirs,) = session.run(None, {k: batch[k].numpy() for k in ("input_ids", "attention_mask")})
         np.testing.assert_allclose(theirs, ours, atol=1e-3)
+
+
+LONG = " ".join(["so rude and unfair, he kept yelling in the dark"] * 30)  # > max_length tokens: truncated
+
+
+def card_code(directory: Path) -> str:
+    """The python block of a model card's "How to use" section."""
+    text = (directory / "README.md").read_text()
+    return text.split("## How to use", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_hf_export_card_and_pipeline_label_texts_as_predict_does(loaded, ckpt, tmp_path):
+    """The card's own usage code runs, and pipeline() (truncating like training) and model.decide give
+    src.predict's scores and labels, a text longer than max_length included."""
+    from huggingface_hub import ModelCard
+
+    from src.export import write_export
+
+    write_export(loaded, ckpt, tmp_path, "hf", str(tmp_path))
+    texts = [t for t in TEXTS if t.strip()] + [LONG]
+    assert len(loaded.tokenizer(LONG)["input_ids"]) > loaded.max_length
+    expected = loaded.predict(texts, precision=EXACT)
+
+    namespace: dict = {}
+    exec(card_code(tmp_path), namespace)  # noqa: S102 (the documented snippet, run as a user would)
+    classify, model, tokenizer = namespace["classify"], namespace["model"], namespace["tokenizer"]
+    assert type(classify).__name__ == "LabelwisePipeline" and tokenizer.model_max_length == loaded.max_length
+    for row, record in zip(classify(texts), expected):
+        assert {r["label"]: r["score"] for r in row} == pytest.approx(record["scores"], abs=1e-5)
+    batch = tokenizer(texts, truncation=True, max_length=model.config.max_seq_length, padding=True,
+                      return_tensors="pt")
+    with torch.inference_mode():
+        decisions = model.decide(model.probabilities(model(**batch).logits))
+    assert [[model.config.id2label[i] for i in row.nonzero().flatten().tolist()] for row in decisions] == [
+        r["labels"] for r in expected]
+    assert namespace["labels"] == [loaded.predict(["What a wonderful day!"], precision=EXACT)[0]["labels"]]
+
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
+    assert card.data.base_model is None  # the tiny encoder is a local directory, not a hub id
+    summary = json.loads((Path(loaded.metadata["config"]["paths"]["output_dir"]) / "summary.json").read_text())
+    val = summary["metrics"]["val"]
+    low, high = val["macro_f1_ci95"]
+    for text in (f"| val | {val['macro_f1_tuned']:.4f} | {low:.4f} - {high:.4f} | {val['macro_f1']:.4f} |",
+                 *(f"| {name} | {count} | {cut:.3f} |" for name, count, cut in
+                   zip(loaded.labels.names, loaded.labels.counts, THRESHOLDS.per_label)),
+                 "and its top label when none passes", "exported from `tuned.ckpt`", "data fingerprint: `not "
+                 "available`", "| loss | BinaryCrossEntropy(", "| epochs (max) | 1 |", "trust_remote_code=True"):
+        assert text in card.text, text
+
+
+def test_card_of_a_model_without_its_run_says_not_available(loaded):
+    from src.model_card import model_card
+
+    card = model_card(Predictor(loaded.net, loaded.tokenizer, metadata={}), None, "exported")
+    for text in ("Metrics: not available", "Training configuration: not available", "MLflow run: `not available`"):
+        assert text in card.text
+
+
+def test_push_to_hub_offline_or_without_token_fails_before_any_work(tmp_path, monkeypatch):
+    """Checked before the checkpoint is even opened: it does not exist here."""
+    from huggingface_hub import constants
+
+    from src.export import export
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_app("export", ["ckpt_path=never-opened.ckpt", "output_dir=out", "push_to_hub=someone/emotions"])
+    with pytest.raises(ConfigError, match=r"^push_to_hub=someone/emotions needs the network, but HF_HUB_OFFLINE"):
+        export(cfg)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for name in ("HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH"):  # no token a user logged in with on this machine
+        monkeypatch.setattr(constants, name, str(tmp_path / "no-token"))
+    with pytest.raises(ConfigError, match=r"^push_to_hub=someone/emotions: no Hugging Face token"):
+        export(cfg)
+    assert not list(tmp_path.iterdir())
+
+
+def onnx_logits(directory: Path, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """onnxruntime on the exported file directly, one padded batch (no labelwise code in the way)."""
+    import onnxruntime
+
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    session = onnxruntime.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {key: batch[key] for key in ("input_ids", "attention_mask")})
+    return logits
+
+
+def val_rows(ckpt_root: Path, names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """The fixture's val.jsonl read directly: texts and 0/1 targets."""
+    records = read_jsonl(ckpt_root / "val.jsonl")
+    targets = np.array([[name in r["labels"] for name in names] for r in records], dtype=int)
+    return [r["text"] for r in records], targets
+
+
+@needs_onnx
+def test_int8_export_records_the_val_f1_change_it_measured(loaded, ckpt, tmp_path):
+    """The stored fp32 and int8 val macro-F1 equal sklearn's on decisions from the checkpoint and from the int8 file
+    run by onnxruntime directly; the Linear layers are int8 and the card reports the change."""
+    import onnx
+    from sklearn.metrics import f1_score
+
+    from src.export import write_export
+
+    write_export(loaded, ckpt, tmp_path, "onnx", str(tmp_path), quantize="int8", max_f1_loss=1.0)
+    record = json.loads((tmp_path / "labelwise.json").read_text())["quantization"]
+    texts, targets = val_rows(ckpt.parent, loaded.labels.names)
+    fp32 = THRESHOLDS.apply(loaded.scores(texts, precision=EXACT))
+    int8 = THRESHOLDS.apply(1 / (1 + np.exp(-onnx_logits(tmp_path, loaded.tokenizer, texts, loaded.max_length))))
+    f1 = {name: f1_score(targets, decisions, average="macro", zero_division=0)
+          for name, decisions in (("fp32", fp32), ("int8", int8))}
+    assert record["val_macro_f1"] == pytest.approx(f1, abs=1e-9) and record["val_rows"] == len(texts)
+    assert record["macro_f1_change"] == pytest.approx(f1["int8"] - f1["fp32"]) and record["max_f1_loss"] == 1.0
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and not (tmp_path / "model.onnx.data").exists()
+    card = (tmp_path / "README.md").read_text()
+    assert f"val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8)" in card
+    assert "onnx" in card.split("---")[1]  # a tag in the card's metadata
+
+
+@pytest.fixture(scope="module")
+def fragile(ckpt, loaded, tmp_path_factory) -> Path:
+    """A checkpoint whose thresholds make int8 lose F1 for sure: one label's threshold sits between the fp32 and the
+    int8 score of a val row that fp32 decides correctly (at_least_one off, so nothing else can rescue it)."""
+    from src.onnx_engine import export_onnx, load_onnx
+
+    root = tmp_path_factory.mktemp("fragile")
+    (root / "probe").mkdir()
+    export_onnx(loaded, root / "probe", quantize="int8", max_f1_loss=None)
+    texts, targets = val_rows(ckpt.parent, loaded.labels.names)
+    fp32 = loaded.scores(texts, precision=EXACT)
+    int8 = load_onnx(root / "probe").scores(texts, precision=EXACT)
+    gap = (fp32 - int8) * np.where(targets == 1, 1, -1)  # > 0: fp32 is on the right side of a cut between them
+    row, label = np.unravel_index(np.argmax(gap), gap.shape)
+    assert gap[row, label] > 1e-3  # far above fp32 noise, so the cut separates the two scores on every run
+    per_label = [0.5] * len(loaded.labels.names)
+    per_label[label] = float(fp32[row, label] + int8[row, label]) / 2
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint["labelwise"]["net_config"]["thresholds"] = Thresholds(0.5, per_label, 0.0, False).to_dict()
+    torch.save(checkpoint, root / "fragile.ckpt")
+    return root / "fragile.ckpt"
+
+
+@needs_onnx
+def test_int8_past_the_f1_limit_is_refused_and_nothing_is_written(fragile, tmp_path, monkeypatch):
+    from src.export import export
+    from src.onnx_engine import QuantizationError
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_app("export", [f"ckpt_path={fragile}", "format=onnx", "quantize=int8", "max_f1_loss=0",
+                                 "output_dir=int8"])
+    with pytest.raises(QuantizationError, match=r"^quantize=int8 loses .* more than max_f1_loss=0: nothing was "):
+        export(cfg)
+    assert not list(tmp_path.iterdir())
+
+
+@needs_onnx
+def test_engine_onnx_exports_once_into_its_cache_and_predicts_like_torch(loaded, ckpt, tmp_path):
+    texts = [t for t in TEXTS if t.strip()] + [LONG]
+    cache = tmp_path / "cache"
+    onnx = Predictor.load(ckpt, engine="onnx", cache_dir=cache)
+    np.testing.assert_allclose(onnx.scores(texts, batch_size=2), loaded.scores(texts, precision=EXACT), atol=1e-5)
+    (entry,) = cache.iterdir()
+    stamp = (entry / "model.onnx").stat().st_mtime_ns
+    predict_file(Predictor.load(ckpt, engine="onnx", cache_dir=cache), _lines(tmp_path, texts), tmp_path / "o.jsonl")
+    assert (entry / "model.onnx").stat().st_mtime_ns == stamp and len(list(cache.iterdir())) == 1  # reused
+    assert [r["labels"] for r in read_jsonl(tmp_path / "o.jsonl")] == [r["labels"] for r in loaded.predict(texts)]
+    with pytest.raises(ConfigError, match=r"is an ONNX export: it runs with engine=onnx"):
+        Predictor.load(entry, engine="torch")
+    with pytest.raises(ConfigError, match=r"quantize=int8: the ONNX export in .* is fp32"):
+        Predictor.load(entry, quantize="int8")
+
+
+def _lines(directory: Path, texts: list[str]) -> Path:
+    path = directory / "texts.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+@needs_onnx
+def test_predict_app_engine_onnx_int8(loaded, ckpt, tmp_path, monkeypatch, capsys):
+    from src.predict import predict
+
+    texts = [t for t in TEXTS if t.strip()]
+    monkeypatch.chdir(tmp_path)
+    predict(compose_app("predict", [f"ckpt_path={ckpt}", f"input={_lines(tmp_path, texts)}", "output=o.jsonl",
+                                    "engine=onnx", "quantize=int8", "max_f1_loss=1"]))
+    records = read_jsonl(tmp_path / "o.jsonl")
+    assert [r["text"] for r in records] == texts
+    expected = loaded.scores(texts, precision=EXACT)
+    got = np.array([[r["scores"][name] for name in loaded.labels.names] for r in records])
+    np.testing.assert_allclose(got, expected, atol=0.05)
+    assert "int8: val macro-F1" in capsys.readouterr().err
+    (entry,) = (tmp_path / "outputs" / ".cache" / "onnx").iterdir()  # onnx_cache_dir, relative to the working dir
+    assert json.loads((entry / "labelwise.json").read_text())["quantization"]["val_rows"] == 32
+
+
+def post(url: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.mark.slow
+def test_registered_mlflow_model_serves_src_predict_labels_over_rest(loaded, ckpt, tmp_path):
+    """format=mlflow registers a pyfunc model (signature, input example); `mlflow models serve` on it answers with
+    src.predict's labels and scores, and bad requests with a 4xx and a message, not a stack trace."""
+    from mlflow import MlflowClient
+
+    from src.export import export_mlflow
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    info = export_mlflow(loaded, ckpt, {"registered_model_name": "emotions"}, uri=store)
+    version = MlflowClient(store).get_model_version("emotions", "1")
+    assert version.run_id == info.run_id and info.registered_model_version == 1
+    signature = info.signature.to_dict()
+    assert json.loads(signature["inputs"]) == [{"type": "string", "required": True}]
+    assert set(json.loads(signature["outputs"])[0]["properties"]) == {"labels", "scores"}
+    assert info.saved_input_example_info["type"] == "json_object"
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/emotions/1", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/ping", server, tmp_path / "serve.log")
+        texts = [*TEXTS, LONG]
+        status, body = post(f"{url}/invocations", json.dumps({"inputs": texts}).encode())
+        assert status == 200, body
+        served = json.loads(body)["predictions"]
+        expected = loaded.predict(texts, precision=EXACT)
+        assert [r["labels"] for r in served] == [r["labels"] for r in expected]
+        for got, want in zip(served, expected):
+            assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+        for bad in (b'{"inputs": []}', b'{"inputs": [1, 2]}', b'{"inputs": [["nested"]]}', b"not json",
+                    b'{"texts": ["a"]}'):
+            status, body = post(f"{url}/invocations", bad)
+            assert 400 <= status < 500 and "Traceback" not in body, (bad, status, body)
+            assert json.loads(body)["message"], (bad, body)
+            if bad == b'{"inputs": []}':
+                assert "no texts: send at least one" in json.loads(body)["message"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

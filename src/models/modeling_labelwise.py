@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 POOLINGS = ("mean", "cls", "cls_mean", "pooler")
+SINGLE_LABEL = "single_label_classification"
 
 
 class LabelwiseConfig(PretrainedConfig):
@@ -148,3 +149,40 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
         if return_dict is False:
             return (logits,) if loss is None else (loss, logits)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Float32 scores: a softmax for multi-class (``problem_type`` single_label_classification), independent
+        sigmoids otherwise."""
+        logits = logits.float()
+        return logits.softmax(-1) if self.config.problem_type == SINGLE_LABEL else logits.sigmoid()
+
+    def decide(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Bool ``[B, C]`` decisions by the rule labelwise evaluated the model with, so a user of the exported
+        model (or a served one) labels texts as ``src.predict`` does: the arg-max for multi-class; for multi-label
+        ``probability > threshold`` per label (``config.thresholds``, 0.5 without) and, when the thresholds say
+        ``at_least_one``, a row's top label where none passes. Compared in float64, as labelwise does."""
+        top = torch.zeros_like(probabilities, dtype=torch.bool).scatter_(-1, probabilities.argmax(-1, keepdim=True),
+                                                                          True)
+        if self.config.problem_type == SINGLE_LABEL:
+            return top
+        stored = self.config.thresholds or {}
+        cut = torch.tensor(stored.get("per_label") or [0.5] * probabilities.shape[-1], dtype=torch.float64,
+                           device=probabilities.device)
+        decisions = probabilities.double() > cut
+        if stored.get("at_least_one"):
+            decisions |= top & ~decisions.any(-1, keepdim=True)
+        return decisions
+
+
+class LabelwisePipeline(TextClassificationPipeline):
+    """What ``pipeline("text-classification", model=<export>, trust_remote_code=True)`` builds for an export (its
+    config names this class under ``custom_pipelines``): the stock pipeline, except that texts are truncated at the
+    model's ``max_seq_length`` as in training unless the caller passes ``truncation``/``max_length`` itself (the
+    stock pipeline does not truncate, so a long text would be scored on more tokens than the model was trained on,
+    or fail past the encoder's position limit)."""
+
+    def preprocess(self, inputs, **tokenizer_kwargs):
+        if self.model.config.max_seq_length:
+            tokenizer_kwargs.setdefault("truncation", True)
+            tokenizer_kwargs.setdefault("max_length", self.model.config.max_seq_length)
+        return super().preprocess(inputs, **tokenizer_kwargs)
