@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": ("src.eval", "score a checkpoint on any labelled split"),
     "predict": ("src.predict", "label texts from a file or stdin"),
     "export": ("src.export", "a Hugging Face or ONNX model directory, or an MLflow (registry) model"),
+    "demo": ("src.demo", "a web page to try a model (Gradio)"),
     "compare": ("src.compare", "rank a --multirun sweep's settings over seeds, with statistics"),
 }
 COMPLETION = ("-sc", "--shell-completion")

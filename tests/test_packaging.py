@@ -41,7 +41,8 @@ def test_help_version_and_unknown_commands(capsys):
     assert all(f"  {name}" in out for name in COMMANDS)
     main(["--version"])
     assert capsys.readouterr().out.startswith("labelwise ")
-    with pytest.raises(SystemExit, match="unknown command 'fit'; commands: train, eval, predict, export, compare"):
+    commands = "train, eval, predict, export, demo, compare"
+    with pytest.raises(SystemExit, match=f"unknown command 'fit'; commands: {commands}"):
         main(["fit"])
 
 
