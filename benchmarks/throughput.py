@@ -5,8 +5,9 @@
 Same model (bundled MiniLM), same GoEmotions subset, batch size, max length, learning rate and number of
 optimizer steps: (a) HF Trainer + DataCollatorWithPadding, (b) `src.train` with its defaults. Each run is a
 subprocess (clean peak RSS), alternating a, b, a, b. Then inference: `Predictor.scores` (the engine behind
-`src.predict`) against `pipeline("text-classification")` on the same texts. Last line:
-`train speedup: X.XX  inference speedup: Y.YY`.
+`src.predict`) on torch and, with the onnx extra, on ONNX Runtime fp32 and dynamic int8 (`engine=onnx
+[quantize=int8]`), each against `pipeline("text-classification")` on the same texts. Last line:
+`train speedup: X.XX  inference speedup: Y.YY` (the fastest engine). `--inference-only` skips the training runs.
 """
 
 from __future__ import annotations
@@ -189,7 +190,9 @@ def run_labelwise(args, subset: Path) -> dict:
 
 
 def run_inference(args, subset: Path) -> dict:
-    """Texts/s of our engine and of a transformers pipeline on the same texts and model weights."""
+    """Texts/s of our engines and of a transformers pipeline on the same texts and model weights."""
+    import importlib.util
+
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -203,18 +206,30 @@ def run_inference(args, subset: Path) -> dict:
     path = resolve(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
     net = classifier(MODEL, labels=LabelSpace("multilabel", LABELS), max_length=args.max_length).eval()
-    ours = Predictor(net, tokenizer, metadata={})
+    engines = {"torch": Predictor(net, tokenizer, metadata={})}
+    if importlib.util.find_spec("onnxruntime"):
+        from src.onnx_engine import export_onnx, load_onnx
+
+        for quantize in (None, "int8"):  # the random head makes an F1 check meaningless here: speed only
+            directory = subset / f"onnx-{quantize or 'fp32'}"
+            directory.mkdir()
+            export_onnx(engines["torch"], directory, quantize=quantize, max_f1_loss=None)
+            engines[f"onnx {quantize or 'fp32'}"] = load_onnx(directory)
     peer = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(LABELS))
     classify = pipeline("text-classification", model=peer, tokenizer=tokenizer, device=-1, top_k=None)
     results = {}
+
+    def timed(name: str, run) -> None:
+        start = time.perf_counter()
+        run()
+        results[name] = max(results.get(name, 0), len(texts) / (time.perf_counter() - start))
+
     for _ in range(2):  # alternate, keep the better of two
-        start = time.perf_counter()
-        ours.scores(texts)
-        results["ours"] = max(results.get("ours", 0), len(texts) / (time.perf_counter() - start))
-        start = time.perf_counter()
+        for name, engine in engines.items():
+            timed(name, lambda engine=engine: engine.scores(texts))
         with torch.inference_mode():
-            classify(texts, batch_size=args.batch_size, truncation=True, max_length=args.max_length)
-        results["pipeline"] = max(results.get("pipeline", 0), len(texts) / (time.perf_counter() - start))
+            timed("pipeline", lambda: classify(texts, batch_size=args.batch_size, truncation=True,
+                                               max_length=args.max_length))
     return results
 
 
@@ -246,6 +261,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating (HF, labelwise) pairs")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--override", nargs="*", default=[], help="extra src.train overrides for labelwise's run")
+    parser.add_argument("--inference-only", action="store_true", help="skip the training runs")
     parser.add_argument("--child", choices=["hf", "labelwise", "inference"], help=argparse.SUPPRESS)
     parser.add_argument("--subset", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,12 +275,21 @@ def main() -> None:
         subset = Path(tmp)
         write_subset(args, subset)
         runs = {"hf": [], "labelwise": []}
-        for round_number in range(args.rounds):
+        for round_number in range(0 if args.inference_only else args.rounds):
             for kind in runs:
                 runs[kind].append(spawn(args, kind, subset))
                 print(f"round {round_number + 1} {kind:9s} {runs[kind][-1]}", flush=True)
         inference = spawn(args, "inference", subset)
 
+    peer = inference.pop("pipeline")
+    print(f"\ninference on {args.val_size} dev texts, batch {args.batch_size}, max length {args.max_length}: "
+          f"transformers pipeline {peer:.1f} texts/s")
+    for engine, rate in inference.items():
+        print(f"  labelwise {engine:10s}{rate:8.1f} texts/s  {rate / peer:5.2f}x the pipeline")
+    inference_speedup = max(inference.values()) / peer
+    if args.inference_only:
+        print(f"inference speedup: {inference_speedup:.2f}")
+        return
     print(
         f"\nMiniLM-L6, GoEmotions first {args.train_size} train / {args.val_size} dev rows, batch {args.batch_size}, "
         f"max length {args.max_length}, lr {args.lr}, {args.epochs} epochs, {args.rounds} alternating rounds"
@@ -276,11 +301,10 @@ def main() -> None:
             f"{label:28s}{statistics.median(r['samples_per_s'] for r in rows):10.1f}"
             f"{max(r['peak_rss_mb'] for r in rows):13.0f}{statistics.mean(r['val_macro_f1'] for r in rows):14.4f}"
         )
-    print(f"inference texts/s: labelwise {inference['ours']:.1f}, transformers pipeline {inference['pipeline']:.1f}")
     train_speedup = statistics.median(r["samples_per_s"] for r in runs["labelwise"]) / statistics.median(
         r["samples_per_s"] for r in runs["hf"]
     )
-    print(f"train speedup: {train_speedup:.2f}  inference speedup: {inference['ours'] / inference['pipeline']:.2f}")
+    print(f"train speedup: {train_speedup:.2f}  inference speedup: {inference_speedup:.2f}")
 
 
 if __name__ == "__main__":
