@@ -2,7 +2,9 @@
 
 Reads the sweep's jobs from the MLflow store, groups them by their swept settings other than the seed, aggregates the
 metric over seeds and tests the best group against each other one: paired t-test and Wilcoxon signed-rank over the
-seeds both groups have, and a paired bootstrap over examples where the jobs saved their predictions. Prints a table,
+seeds both groups have, with the number of seeds that spread would need to detect the difference; a paired bootstrap
+and a paired permutation test over examples where the jobs saved their predictions, the permutation p-values
+Holm-corrected across the groups (the best is tested against every other one: a family of tests). Prints a table,
 writes ``compare.md``, ``compare.csv`` and ``compare.png`` into the run directory and logs them to the sweep's parent
 run under ``compare/``.
 """
@@ -23,11 +25,14 @@ from rich.table import Table
 
 from src import CONFIG_PATH
 from src.errors import ConfigError, reported_to_user
-from src.metrics.statistics import Bootstrap, paired_bootstrap, paired_tests
+from src.metrics.statistics import Bootstrap, holm, paired_bootstrap, paired_permutation, paired_tests, seeds_needed
 from src.tracking.sweep_results import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
 
-COLUMNS = ("group", "n", "mean ± std", "min", "max", "Δ vs best", "pairs", "t-test p", "Wilcoxon p",
-           "bootstrap Δ [95% CI]", "bootstrap p")
+#: ``seeds needed`` above this reads ">1000": the difference is not worth chasing with seeds.
+SEEDS_LIMIT = 1000
+
+COLUMNS = ("group", "n", "mean ± std", "min", "max", "Δ vs best", "pairs", "t-test p", "Wilcoxon p", "seeds needed",
+           "bootstrap Δ [95% CI]", "bootstrap p", "permutation p", "Holm p")
 
 
 @dataclass
@@ -40,7 +45,10 @@ class Group:
     pairs: int = 0
     ttest_p: float | None = None
     wilcoxon_p: float | None = None
+    seeds_needed: int | None = None
     bootstrap: Bootstrap | None = None
+    permutation_p: float | None = None
+    holm_p: float | None = None
     bootstrap_seeds: list[str | None] = field(default_factory=list)
 
     @property
@@ -126,12 +134,13 @@ def _groups(jobs: list[Job], keys: list[str], metric: str, notes: list[str]) -> 
     return list(groups.values())
 
 
-def _bootstrap(
+def _example_tests(
     client: MlflowClient, best: Group, other: Group, seeds: list, split: str, resamples: int, seed: int, cache: dict,
     notes: list[str],
-) -> tuple[Bootstrap | None, list]:
-    """The paired bootstrap over the matched seeds where both groups saved predictions for ``split`` (n/a when
-    there are none, or when they were made on different examples, e.g. in a sweep over datasets)."""
+) -> None:
+    """The paired bootstrap and permutation test over the matched seeds where both groups saved predictions for
+    ``split`` (n/a when there are none, or when they were made on different examples, e.g. in a sweep over
+    datasets)."""
     def predictions(run_id: str):
         if run_id not in cache:
             cache[run_id] = load_predictions(client, run_id, split)
@@ -139,18 +148,19 @@ def _bootstrap(
 
     usable = [s for s in seeds if predictions(best.run_ids[s]) and predictions(other.run_ids[s])]
     if not usable:
-        return None, []
+        return
     pairs = [(predictions(best.run_ids[s]), predictions(other.run_ids[s])) for s in usable]
     first = pairs[0][0]
     same = all(np.array_equal(saved.targets, first.targets) and saved.labels == first.labels
                for pair in pairs for saved in pair)
     if not same:
         notes.append(f"{best.name} vs {other.name}: the saved predictions_{split}.npz do not share their targets and "
-                     "labels: no paired bootstrap")
-        return None, []
-    result = paired_bootstrap(first.labels, first.targets, [b.predictions for b, _ in pairs],
-                              [o.predictions for _, o in pairs], resamples, seed)
-    return result, usable
+                     "labels: no paired bootstrap or permutation test")
+        return
+    mine, theirs = [b.predictions for b, _ in pairs], [o.predictions for _, o in pairs]
+    other.bootstrap = paired_bootstrap(first.labels, first.targets, mine, theirs, resamples, seed)
+    other.permutation_p = paired_permutation(first.labels, first.targets, mine, theirs, resamples, seed)
+    other.bootstrap_seeds = usable
 
 
 def compare(
@@ -163,9 +173,10 @@ def compare(
 ) -> Comparison:
     """Rank the groups of ``sweep`` by the mean of ``metric`` over seeds and test the best against each other group.
 
-    Tests pair runs by seed value and use only the seeds both groups have. The bootstrap uses the predictions saved
-    for the metric's split (``test/...`` -> ``report/predictions_test.npz``) on every matched seed that has them in
-    both groups, averaging the macro-F1 difference over those seeds (:func:`paired_bootstrap`).
+    Tests pair runs by seed value and use only the seeds both groups have. The bootstrap and the permutation test use
+    the predictions saved for the metric's split (``test/...`` -> ``report/predictions_test.npz``) on every matched
+    seed that has them in both groups, averaging the macro-F1 difference over those seeds (:func:`paired_bootstrap`,
+    :func:`paired_permutation`); the permutation p-values are Holm-corrected over the groups that have one.
     """
     client = MlflowClient(tracking_uri)
     parent = find_sweep(client, sweep)
@@ -178,11 +189,13 @@ def compare(
     for other in groups[1:]:
         seeds = [s for s in best.values if s in other.values]
         other.pairs = len(seeds)
-        other.ttest_p, other.wilcoxon_p = paired_tests(
-            np.array([best.values[s] for s in seeds]), np.array([other.values[s] for s in seeds]))
+        mine, theirs = np.array([best.values[s] for s in seeds]), np.array([other.values[s] for s in seeds])
+        other.ttest_p, other.wilcoxon_p = paired_tests(mine, theirs)
+        other.seeds_needed = seeds_needed(mine - theirs, limit=SEEDS_LIMIT)
         if split:
-            other.bootstrap, other.bootstrap_seeds = _bootstrap(
-                client, best, other, seeds, split, resamples, seed, cache, notes)
+            _example_tests(client, best, other, seeds, split, resamples, seed, cache, notes)
+    for other, adjusted in zip(groups[1:], holm([g.permutation_p for g in groups[1:]])):
+        other.holm_p = adjusted
     return Comparison(parent.info.run_id, parent.info.run_name, metric, higher_is_better, groups, notes, resamples)
 
 
@@ -207,9 +220,16 @@ def _cells(group: Group, best: Group) -> list[str]:
         str(group.pairs) if other else "",
         _p(group.ttest_p) if other else "",
         _p(group.wilcoxon_p) if other else "",
+        _seeds(group.seeds_needed) if other else "",
         f"{boot.difference:+.4f} [{boot.low:+.4f}, {boot.high:+.4f}]" if boot else "n/a" if other else "",
         _p(boot.p) if boot else "n/a" if other else "",
+        _p(group.permutation_p) if other else "",
+        _p(group.holm_p) if other else "",
     ]
+
+
+def _seeds(needed: int | None) -> str:
+    return "n/a" if needed is None else f">{SEEDS_LIMIT}" if needed > SEEDS_LIMIT else str(needed)
 
 
 def _title(result: Comparison) -> str:
@@ -222,11 +242,16 @@ def _method(result: Comparison) -> list[str]:
         "mean ± std over seeds, std = sample standard deviation (ddof=1).",
         "Tests: the best group against each other one, over the seeds both have (pairs): scipy's paired t-test "
         "(ttest_rel) and Wilcoxon signed-rank test; n/a with fewer than 2 pairs or no difference.",
+        "Seeds needed: the fewest seed pairs with which a two-sided paired t-test at 0.05 detects the observed mean "
+        "difference 80% of the time, if the paired differences spread as observed (noncentral t).",
         "Bootstrap: macro-F1 of each run's final decisions (report/predictions_<split>.npz: tuned thresholds where "
         "the run tuned them, so it matches */macro_f1_tuned for multi-label runs, whatever metric ranks), best minus "
         "the group, averaged "
         f"over the matched seeds with predictions in both; {result.resamples} paired resamples of the examples; "
         "two-sided p = 2 x the fraction of resamples crossing 0.",
+        f"Permutation: scipy's paired permutation test of the same difference ({result.resamples} random swaps of the "
+        "two groups' decisions per example, exact when there are fewer subsets), two-sided; Holm p: corrected with "
+        "Holm's step-down method across the groups compared with the best.",
     ]
 
 
@@ -264,14 +289,15 @@ def _write_csv(result: Comparison, path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "group", "n", "mean", "std_ddof1", "min", "max", "delta_vs_best", "pairs", "ttest_p",
-                         "wilcoxon_p", "bootstrap_diff", "bootstrap_low", "bootstrap_high", "bootstrap_p",
-                         "bootstrap_seeds", "values_by_seed", "run_ids"])
+                         "wilcoxon_p", "seeds_needed", "bootstrap_diff", "bootstrap_low", "bootstrap_high",
+                         "bootstrap_p", "permutation_p", "holm_p", "bootstrap_seeds", "values_by_seed", "run_ids"])
         for rank, group in enumerate(result.groups, 1):
             boot = group.bootstrap
             writer.writerow([
                 rank, group.name, group.n, group.mean, group.std, group.min, group.max, group.mean - result.best.mean,
-                group.pairs, group.ttest_p, group.wilcoxon_p, *(
+                group.pairs, group.ttest_p, group.wilcoxon_p, group.seeds_needed, *(
                     (boot.difference, boot.low, boot.high, boot.p) if boot else (None,) * 4),
+                group.permutation_p, group.holm_p,
                 " ".join(str(s) for s in group.bootstrap_seeds),
                 " ".join(f"{s}:{v}" for s, v in group.values.items()),
                 " ".join(group.run_ids.values()),
@@ -305,7 +331,7 @@ def _plot(result: Comparison, path: Path) -> Path:
 def compare_sweep(cfg: DictConfig) -> Comparison:
     result = compare(cfg.paths.mlflow_uri, str(cfg.sweep), cfg.metric, cfg.higher_is_better,
                      cfg.bootstrap.resamples, cfg.bootstrap.seed)
-    console = Console(width=max(Console().width, 180))  # eleven columns: never squeeze them into 80 when piped
+    console = Console(width=max(Console().width, 220))  # fourteen columns: never squeeze them into 80 when piped
     print_table(result, console)
     files = write_files(result, Path(cfg.output_dir or cfg.paths.output_dir))
     client = MlflowClient(cfg.paths.mlflow_uri)

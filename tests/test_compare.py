@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import time
 
@@ -16,7 +17,7 @@ from sklearn.metrics import f1_score
 from src.compare import compare
 from src.errors import ConfigError
 from src.labels import LabelSpace
-from src.metrics.statistics import paired_bootstrap, paired_tests
+from src.metrics.statistics import holm, paired_bootstrap, paired_permutation, paired_tests, seeds_needed
 from tests.helpers import run_cli
 
 # test/macro_f1 by loss and seed; focal seed 5 failed, bce has a seed 6 no other group has
@@ -116,6 +117,8 @@ def test_paired_tests_match_scipy_on_matched_seeds(store):
         assert group.pairs == len(seeds)
         assert group.ttest_p == pytest.approx(ttest_rel(a, b).pvalue)
         assert group.wilcoxon_p == pytest.approx(wilcoxon(a, b).pvalue)
+        assert group.seeds_needed == seeds_needed(np.subtract(a, b))
+    assert (focal.seeds_needed, bce.seeds_needed) == (12, 4)  # effects 0.89 and 2.83 (mean / sample std)
     assert best.ttest_p is None and best.wilcoxon_p is None
 
 
@@ -132,7 +135,8 @@ def test_bootstrap_over_the_seeds_both_groups_saved(store):
     reference = np.mean([1 - f1_score(TARGETS, one_error_per_example(s), average="macro") for s in (1, 2, 3)])
     assert focal.bootstrap.difference == pytest.approx(reference)
     assert focal.bootstrap.low > 0 and focal.bootstrap.p < 0.01
-    assert bce.bootstrap is None and best.bootstrap is None
+    assert focal.permutation_p < 0.01 and focal.holm_p == focal.permutation_p  # the only group with predictions
+    assert bce.bootstrap is None and best.bootstrap is None and bce.permutation_p is None and bce.holm_p is None
 
 
 @pytest.mark.parametrize("task", ["multilabel", "multiclass"])
@@ -170,6 +174,84 @@ def test_paired_bootstrap_matches_a_naive_sklearn_loop(task):
     assert result.p == pytest.approx(min(1.0, 2 * crossing))
 
 
+@pytest.mark.parametrize("task", ["multilabel", "multiclass"])
+def test_paired_permutation_equals_a_brute_force_over_every_swap(task):
+    """9 examples, 2 seeds: 512 subsets, so scipy enumerates them all; the reference swaps decisions example by
+    example (the same examples for both seeds) and scores with sklearn."""
+    rng = np.random.default_rng(3)
+    if task == "multilabel":
+        targets = (rng.random((9, 3)) < 0.4).astype(int)
+        best = [np.where(rng.random(targets.shape) < 0.1, 1 - targets, targets) for _ in range(2)]
+        other = [np.where(rng.random(targets.shape) < 0.4, 1 - targets, targets) for _ in range(2)]
+        as_rows = np.asarray
+    else:
+        targets = rng.integers(0, 3, 9)
+        best = [np.where(rng.random(9) < 0.2, rng.integers(0, 3, 9), targets) for _ in range(2)]
+        other = [np.where(rng.random(9) < 0.6, rng.integers(0, 3, 9), targets) for _ in range(2)]
+        as_rows = np.eye(3).__getitem__
+
+    def difference(swap):
+        mine = [np.where(swap.reshape(-1, *[1] * (b.ndim - 1)), o, b) for b, o in zip(best, other)]
+        theirs = [np.where(swap.reshape(-1, *[1] * (b.ndim - 1)), b, o) for b, o in zip(best, other)]
+        def f1(predictions):
+            return np.mean([f1_score(targets, p, average="macro", zero_division=0) for p in predictions])
+        return f1(mine) - f1(theirs)
+
+    observed = difference(np.zeros(9, bool))
+    null = np.array([difference(np.array(s, bool)) for s in itertools.product([False, True], repeat=9)])
+    tolerance = 1e-12
+    expected = min(1.0, 2 * min(np.mean(null >= observed - tolerance), np.mean(null <= observed + tolerance)))
+    space = LabelSpace(task, tuple("abc"))
+    p = paired_permutation(space, as_rows(targets), [as_rows(b) for b in best], [as_rows(o) for o in other])
+    assert observed > 0 and p == pytest.approx(expected) and p < 0.5
+
+
+def test_holm_matches_the_step_down_definition():
+    """Holm (1979): sorted p_(1..m), reject while p_(k) <= alpha / (m - k + 1); the adjusted p-values are the
+    smallest alpha at which each hypothesis is rejected, found here by bisection on that rule."""
+    p_values = [0.01, None, 0.04, 0.03, 0.005, 0.2]
+
+    def rejected(alpha):
+        present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+        out = set()
+        for k, (p, i) in enumerate(present):
+            if p > alpha / (len(present) - k):
+                break
+            out.add(i)
+        return out
+
+    def smallest_alpha(i):
+        low, high = 0.0, 1.0
+        if i not in rejected(1.0):
+            return 1.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (low, middle) if i in rejected(middle) else (middle, high)
+        return high
+
+    adjusted = holm(p_values)
+    assert adjusted[1] is None
+    assert [adjusted[i] for i in (0, 2, 3, 4, 5)] == pytest.approx([smallest_alpha(i) for i in (0, 2, 3, 4, 5)])
+    assert adjusted == pytest.approx([0.04, None, 0.09, 0.09, 0.025, 0.2])
+
+
+@pytest.mark.parametrize(("effect", "published"), [(1.0, 10), (0.5, 34)])
+def test_seeds_needed_matches_published_power_and_a_simulation(effect, published):
+    """Paired t-test, two-sided alpha 0.05, power 0.8: n = 10 for d = 1 and 34 for d = 0.5 (G*Power; Cohen's
+    tables). A simulation of t-tests on normal differences confirms the power just reaches 0.8 at n, not at n - 1."""
+    from scipy.stats import ttest_1samp
+
+    differences = np.array([-1.0, 1.0]) * np.sqrt(0.5) + effect  # mean = effect, sample std = 1
+    needed = seeds_needed(differences)
+    assert needed == published
+    rng = np.random.default_rng(0)
+    power = {n: np.mean(ttest_1samp(rng.normal(effect, 1.0, (20_000, n)), 0.0, axis=1).pvalue < 0.05)
+             for n in (needed - 1, needed)}
+    assert power[needed] > 0.79 and power[needed - 1] < 0.805  # d = 0.5: 0.808 at 34, 0.797 at 33 (SE 0.003)
+    assert seeds_needed(np.array([0.1, 0.1])) is None and seeds_needed(np.array([0.5])) is None
+    assert seeds_needed(np.array([0.001, -0.0009, 0.0012, -0.0011]), limit=50) == 51
+
+
 def test_identical_predictions_give_zero_difference_and_p_one():
     predictions = np.where(np.random.default_rng(2).random(TARGETS.shape) < 0.2, 1 - TARGETS, TARGETS)
     result = paired_bootstrap(SPACE, TARGETS, [predictions], [predictions], n=200)
@@ -200,7 +282,7 @@ def test_cli_prints_the_table_writes_and_logs_the_files(store):
                      "metric=val/macro_f1", f"hydra.run.dir={run_dir}", module="src.compare", check=False,
                      env={"COLUMNS": "250"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "val/macro_f1" in result.stdout and "Wilcoxon p" in result.stdout and "ddof=1" in result.stdout
+    assert all(column in result.stdout for column in ("val/macro_f1", "Wilcoxon p", "ddof=1", "seeds needed", "Holm p"))
     rows = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│")]
     assert rows == ["loss=asymmetric", "loss=focal", "loss=bce"]
     assert f"skipped FAILED run {store['failed']}" in result.stdout

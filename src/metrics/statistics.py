@@ -1,5 +1,6 @@
-"""Uncertainty of metrics: bootstrap intervals over examples, paired tests over seeds, and the paired bootstrap
-between two groups of runs. Torch-free (``src.compare`` uses it without importing the training stack).
+"""Uncertainty of metrics: bootstrap intervals over examples, paired tests over seeds, the paired bootstrap and
+permutation test between two groups of runs, Holm's correction and the seeds a difference needs. Torch-free
+(``src.compare`` uses it without importing the training stack).
 
 Every resampling draws example indices with replacement: resample ``b`` is the ``b``-th
 ``rng.integers(0, N, size=N)`` on ``rng = np.random.default_rng(seed)``, exactly what a naive loop would draw. Draws
@@ -127,3 +128,77 @@ def paired_bootstrap(space: LabelSpace, targets, best: Sequence[np.ndarray], oth
         crossing = resampled <= 0 if observed > 0 else resampled >= 0
         p = min(1.0, 2 * float(crossing.mean()))
     return Bootstrap(observed, float(low), float(high), p)
+
+
+def _swapped_macro_f1(space: LabelSpace, truth: np.ndarray, mine: Sequence[np.ndarray], theirs: Sequence[np.ndarray],
+                      swap: np.ndarray) -> np.ndarray:
+    """Seed-averaged macro-F1 of ``mine`` with its decisions on the examples marked in ``swap`` ``[B, N]`` (0/1)
+    replaced by ``theirs`` (same seed): counts are linear in the examples, so a swap is two weighted counts."""
+    keep = 1.0 - swap
+    values = []
+    for own, other in zip(mine, theirs):
+        counts = (confusion(truth, own, keep) + confusion(truth, other, swap)).numpy()
+        values.append(space.macro(counts.f1(), counts.tp, counts.fp, counts.fn))
+    return np.mean(values, axis=0)
+
+
+def paired_permutation(space: LabelSpace, targets, best: Sequence[np.ndarray], other: Sequence[np.ndarray],
+                       n: int = 2000, seed: int = 0) -> float:
+    """Two-sided p-value of scipy's paired permutation test (``permutation_test``, ``permutation_type="samples"``)
+    of the seed-averaged macro-F1 difference ``best - other`` over examples.
+
+    Under the null hypothesis the two groups' decisions on an example are exchangeable, so a permutation swaps them
+    on a subset of the examples (the same subset for every matched seed; ``best`` and ``other`` hold one decision
+    array per seed, in the same seed order). With ``2**N <= n`` every subset is enumerated (an exact test). Unlike
+    the bootstrap's p, this one holds its level for small differences: it is the example-level test to correct.
+    """
+    from scipy.stats import permutation_test
+
+    truth = np.asarray(targets, dtype=bool)
+    mine, theirs = [np.asarray(d, dtype=bool) for d in best], [np.asarray(d, dtype=bool) for d in other]
+    if len(mine) != len(theirs) or not mine:
+        raise ValueError(f"need the same number (>= 1) of matched seeds, got {len(mine)} and {len(theirs)}")
+
+    def statistic(swap_best, swap_other, axis):
+        # The samples are 0 (best's decisions) and 1 (other's): each permutation hands in which side every example
+        # now takes its "best" decisions from; "other" takes the remaining ones.
+        swap = np.moveaxis(swap_best, axis, -1).reshape(-1, truth.shape[0])
+        value = (_swapped_macro_f1(space, truth, mine, theirs, swap)
+                 - _swapped_macro_f1(space, truth, theirs, mine, swap))
+        return value.reshape(np.moveaxis(swap_best, axis, -1).shape[:-1])
+
+    zeros = np.zeros(len(truth), dtype=np.float32)
+    result = permutation_test((zeros, zeros + 1), statistic, permutation_type="samples", vectorized=True,
+                              n_resamples=n, alternative="two-sided", rng=np.random.default_rng(seed))
+    return float(result.pvalue)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None entries are not part of the family): the k-th
+    smallest of m is multiplied by m - k + 1, made non-decreasing in that order and capped at 1."""
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(present, key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (len(present) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def seeds_needed(differences: np.ndarray, power: float = 0.8, alpha: float = 0.05, limit: int = 1000) -> int | None:
+    """Smallest number of seed pairs at which a two-sided paired t-test at level ``alpha`` detects the observed mean
+    difference with probability ``power``, if the paired differences spread as observed (noncentral t with
+    effect ``mean / std(ddof=1)``). None when that is undefined (fewer than 2 pairs, no spread or no difference);
+    ``limit + 1`` when even ``limit`` seeds are not enough."""
+    from scipy.stats import nct, t
+
+    differences = np.asarray(differences, dtype=np.float64)
+    if len(differences) < 2 or differences.std(ddof=1) == 0 or differences.mean() == 0:
+        return None
+    effect = abs(differences.mean()) / differences.std(ddof=1)
+    for pairs in range(2, limit + 1):
+        critical = t.ppf(1 - alpha / 2, pairs - 1)
+        shift = effect * math.sqrt(pairs)
+        if nct.sf(critical, pairs - 1, shift) + nct.cdf(-critical, pairs - 1, shift) >= power:
+            return pairs
+    return limit + 1
