@@ -20,6 +20,7 @@ COMMANDS = {
     "export": ("src.export", "a Hugging Face or ONNX model directory, or an MLflow (registry) model"),
     "demo": ("src.demo", "a web page to try a model (Gradio)"),
     "compare": ("src.compare", "rank a --multirun sweep's settings over seeds, with statistics"),
+    "thresholds": ("src.thresholds", "choose a model's operating point on a split; writes a new checkpoint"),
 }
 COMPLETION = ("-sc", "--shell-completion")
 
@@ -27,7 +28,7 @@ COMPLETION = ("-sc", "--shell-completion")
 def usage() -> str:
     lines = [f"labelwise {__version__}", "", "usage: labelwise <command> [group=option ...] [key=value ...]", "",
              "commands:"]
-    lines += [f"  {name:9s} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += [f"  {name:10s} {summary}" for name, (_, summary) in COMMANDS.items()]
     lines += ["", "labelwise <command> --help shows a command's config groups and options;",
               'eval "$(labelwise -sc install=bash)" turns on tab completion.']
     return "\n".join(lines)

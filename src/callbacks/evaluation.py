@@ -120,7 +120,7 @@ class Evaluation(L.Callback):
         self.results[split] = row
         if self.report_dir is not None and trainer.is_global_zero:
             directory = self.report_dir / split
-            write_report(directory, space, final, scores, targets)
+            write_report(directory, space, final, scores, targets, thresholds)
             save_predictions(self.report_dir / f"predictions_{split}.npz", space, scores, targets, thresholds)
             publish_files(trainer.loggers, directory, f"report/{split}")
             publish_files(trainer.loggers, self.report_dir / f"predictions_{split}.npz", "report")

@@ -87,6 +87,48 @@ def pr_curves(path: Path, scores: np.ndarray, targets: np.ndarray, per_label: li
     return _save(fig, path)
 
 
+def threshold_curves(path: Path, names: Sequence[str], scores: np.ndarray, targets: np.ndarray,
+                     marks: dict[str, list[float] | None]) -> Path:
+    """One panel per label: precision, recall and F1 against the decision threshold (``score > t``), with a vertical
+    line for each operating point in ``marks`` (name -> per-label thresholds; None: nothing to mark)."""
+    from src.metrics.thresholds import Cuts
+
+    num = scores.shape[1]
+    cols = int(math.ceil(math.sqrt(num)))
+    rows = int(math.ceil(num / cols))
+    panel = 2.0 if num > 4 else 3.2
+    fig = _figure(panel * cols, panel * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    fontsize = 7 if num > 4 else 9
+    styles = ("--", ":", "-.")
+    for c in range(rows * cols):
+        ax = axes[c // cols][c % cols]
+        if c >= num:
+            ax.axis("off")
+            continue
+        cuts = Cuts.of(np.asarray(scores[:, c], dtype=np.float64), np.asarray(targets[:, c], dtype=np.float64))
+        precision, recall = cuts.precision, cuts.recall
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(precision)),
+                       where=precision + recall > 0)
+        x = np.concatenate([[0.0], cuts.thresholds[::-1], [1.0]])  # ascending; a value holds up to the next cut
+        for values, colour, label in ((precision, "tab:blue", "precision"), (recall, "tab:orange", "recall"),
+                                      (f1, "tab:green", "F1")):
+            y = values[::-1]
+            ax.step(x, np.concatenate([y[:1], y, y[-1:]]), where="post", color=colour, linewidth=1, label=label)
+        for (name, cut), style in zip(marks.items(), styles):
+            if cut is not None:
+                ax.axvline(cut[c], color="black", linestyle=style, linewidth=0.8, label=name)
+        ax.set_title(f"{names[c]} (n={cuts.positives})", fontsize=fontsize)
+        ax.tick_params(labelsize=fontsize - 1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].legend(fontsize=fontsize - 1, loc="lower left")
+    fig.supxlabel("threshold (a label is predicted when its score is above it)", fontsize=9)
+    fig.suptitle("Precision, recall and F1 against the threshold", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _heatmap(ax, matrix: np.ndarray, names: Sequence[str], cmap: str, annotate: bool, fmt: str):
     image = ax.imshow(matrix, cmap=cmap, aspect="auto")
     num = len(names)

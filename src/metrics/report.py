@@ -12,11 +12,14 @@ import numpy as np
 from src.io import write_text
 from src.labels import LabelSpace
 from src.metrics import plots
+from src.metrics.thresholds import Thresholds
 
 
-def write_report(directory: str | Path, space: LabelSpace, metrics: dict, scores, targets) -> list[Path]:
+def write_report(directory: str | Path, space: LabelSpace, metrics: dict, scores, targets,
+                 thresholds: Thresholds | None = None) -> list[Path]:
     """``per_label.csv``, ``per_label.md`` (sorted by support), ``per_label_f1.png``, ``pr_curves.png``,
-    ``confusion_matrix.png``, ``errors.png`` and, when some row has several true labels, ``cooccurrence.png``."""
+    ``confusion_matrix.png``, ``errors.png``; when some row has several true labels, ``cooccurrence.png``; for a
+    multi-label space, ``thresholds.png`` (the threshold-metric curves, ``thresholds``' operating point marked)."""
     directory = Path(directory)
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets).astype(bool)
@@ -31,6 +34,10 @@ def write_report(directory: str | Path, space: LabelSpace, metrics: dict, scores
     ]
     if targets.sum(1).max(initial=0) > 1:
         written.append(plots.cooccurrence(directory / "cooccurrence.png", targets, space.names))
+    if space.thresholded:
+        mark = {thresholds.policy: thresholds.per_label} if thresholds and thresholds.top_k is None else {}
+        written.append(plots.threshold_curves(directory / "thresholds.png", space.names, scores, targets,
+                                              mark or {"0.5": [0.5] * space.num_labels}))
     return written
 
 

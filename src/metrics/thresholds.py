@@ -22,6 +22,9 @@ uncalibrated default (``thresholds=None`` in :meth:`src.labels.LabelSpace.decide
 
 Tuning thresholds on a dev set and reporting dev F1 is optimistic; :func:`cross_fitted_macro_f1` gives the honest
 estimate by calibrating on one half of the rows and scoring on the other.
+
+:func:`operating_point` chooses thresholds by other policies after training (``python -m src.thresholds``): a
+minimum precision or recall per label (or over all labels), the top k labels per row, or fixed values.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from src.errors import ConfigError
 from src.metrics.counts import confusion
 
 #: Candidate thresholds, 0.05 .. 0.95 in steps of 0.05: deliberately coarse (see the module docstring).
@@ -56,6 +60,8 @@ class Thresholds:
     per_label: list[float]  # final per-label thresholds (after shrinkage)
     shrinkage: float  # weight on the global threshold, 0 = pure per-label, 1 = global only; AUTO_SHRINKAGE for "auto"
     at_least_one: bool  # if no label passes, predict the top-scoring label
+    policy: str = "max_f1"  # how they were chosen (:data:`POLICIES`, with its value and scope)
+    top_k: int | None = None  # the top_k policy: the k best-scoring labels of each row, whatever their scores
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
@@ -64,6 +70,7 @@ class Thresholds:
         d["per_label"] = [float(t) for t in self.per_label]
         d["shrinkage"] = float(self.shrinkage)
         d["at_least_one"] = bool(self.at_least_one)
+        d["top_k"] = None if self.top_k is None else int(self.top_k)
         return d
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
@@ -73,6 +80,10 @@ class Thresholds:
         cut = np.asarray(self.per_label, dtype=np.float64)
         if scores.ndim != 2 or cut.shape != (scores.shape[1],):
             raise ValueError(f"{cut.size} thresholds for scores of shape {scores.shape}")
+        if self.top_k is not None:
+            decisions = np.zeros(scores.shape, dtype=bool)
+            np.put_along_axis(decisions, np.argsort(-scores, axis=1, kind="stable")[:, : self.top_k], True, axis=1)
+            return decisions
         decisions = scores > cut[None, :]
         if self.at_least_one:
             empty = np.flatnonzero(~decisions.any(axis=1))
@@ -86,6 +97,8 @@ class Thresholds:
             per_label=[float(t) for t in d["per_label"]],
             shrinkage=float(d["shrinkage"]),
             at_least_one=bool(d["at_least_one"]),
+            policy=str(d.get("policy", "max_f1")),
+            top_k=None if d.get("top_k") is None else int(d["top_k"]),
         )
 
 
@@ -206,3 +219,108 @@ def cross_fitted_macro_f1(scores: np.ndarray, targets: np.ndarray, seed: int = 0
         thresholds = calibrate(scores[fit], targets[fit], **calibrate_kwargs)
         results.append(macro_f1(targets[held_out], thresholds.apply(scores[held_out])))
     return float(np.mean(results))
+
+
+# ---------------------------------------------------------------- operating points after training
+
+#: ``python -m src.thresholds policy=...``; ``value`` is the precision, the recall, k, or the threshold(s).
+POLICIES = ("max_f1", "precision_at_least", "recall_at_least", "top_k", "fixed")
+SCOPES = ("per_label", "global")
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """Every distinct decision rule ``score > threshold`` of one label (or of all labels pooled), from predicting
+    nothing to predicting every row: thresholds halfway between consecutive distinct scores, with the counts."""
+
+    thresholds: np.ndarray
+    tp: np.ndarray
+    predicted: np.ndarray
+    positives: int
+
+    @classmethod
+    def of(cls, scores: np.ndarray, truth: np.ndarray) -> Cuts:
+        values, inverse = np.unique(scores, return_inverse=True)  # ascending
+        hits = np.bincount(inverse, weights=truth, minlength=len(values))[::-1]
+        rows = np.bincount(inverse, minlength=len(values))[::-1]
+        descending = values[::-1]
+        below = np.append((descending[:-1] + descending[1:]) / 2, descending[-1] / 2)  # predict down to each value
+        return cls(np.concatenate([[(descending[0] + 1.0) / 2], below]), np.concatenate([[0], np.cumsum(hits)]),
+                   np.concatenate([[0], np.cumsum(rows)]), int(truth.sum()))
+
+    @property
+    def precision(self) -> np.ndarray:
+        return np.divide(self.tp, self.predicted, out=np.zeros(len(self.tp)), where=self.predicted > 0)
+
+    @property
+    def recall(self) -> np.ndarray:
+        return self.tp / max(self.positives, 1)
+
+
+def _at_least(cuts: Cuts, policy: str, target: float, name: str) -> float:
+    """The threshold that meets the policy's minimum (precision or recall at least ``target``) with the most of the
+    other quantity; among equals the highest threshold (the fewest rows predicted)."""
+    if cuts.positives == 0:
+        raise ConfigError(f"policy={policy}: {name} has no positive rows in this split, so its precision and recall "
+                          "are undefined. Tune on a split where every label occurs, or use policy=fixed.")
+    precision_first = policy == "precision_at_least"
+    constraint, objective = (cuts.precision, cuts.recall) if precision_first else (cuts.recall, cuts.precision)
+    meets = (constraint >= target - 1e-12) & (cuts.predicted > 0)
+    if not meets.any():  # only a precision can be out of reach: predicting every row gives recall 1
+        best = int(np.argmax(cuts.precision))
+        raise ConfigError(
+            f"policy=precision_at_least value={target}: no threshold reaches that precision for {name}; the best is "
+            f"{cuts.precision[best]:.4f} (threshold {cuts.thresholds[best]:.4f}, {int(cuts.predicted[best])} rows "
+            "predicted). Lower value, or use scope=global.")
+    best = objective[meets].max()
+    return float(cuts.thresholds[np.flatnonzero(meets & (objective >= best - 1e-12))[0]])
+
+
+def operating_point(scores, targets, policy: str = "max_f1", value=None, scope: str = "per_label",
+                    names: Sequence[str] | None = None, **calibrate_kwargs) -> Thresholds:
+    """Thresholds for multi-label ``scores`` ``[N, C]`` chosen on ``targets`` by ``policy``:
+
+    - ``max_f1``: :func:`calibrate` (per label with shrinkage; ``scope=global``: one shared threshold).
+    - ``precision_at_least`` / ``recall_at_least`` (``value`` in (0, 1]): per label, the decision rule with the most
+      recall whose precision is at least ``value`` (the most precision whose recall is); ties go to the highest
+      threshold. ``scope=global`` pools every label's rows: one threshold, the constraint on micro precision / recall.
+    - ``top_k`` (``value`` = k): the k best-scoring labels of every row.
+    - ``fixed``: ``value`` is one threshold for every label or a list with one per label.
+    """
+    scores, truth = _as_2d(scores, targets)
+    names = list(names) if names is not None else [f"label {c}" for c in range(scores.shape[1])]
+    if policy not in POLICIES:
+        raise ConfigError(f"policy={policy}: not a threshold policy. Use one of {', '.join(POLICIES)}.")
+    if scope not in SCOPES:
+        raise ConfigError(f"scope={scope}: use per_label or global.")
+    described = policy if value is None else f"{policy}={value}"
+    if policy in ("max_f1", "precision_at_least", "recall_at_least"):
+        described += f" ({scope.replace('_', '-')})"
+    if policy == "max_f1":
+        if value is not None:
+            raise ConfigError("policy=max_f1 takes no value; drop value=.")
+        kwargs = {**calibrate_kwargs, **({"shrinkage": 1.0} if scope == "global" else {})}
+        tuned = calibrate(scores, truth, **kwargs)
+        tuned.policy = described
+        return tuned
+    if policy == "top_k":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < scores.shape[1]:
+            raise ConfigError(f"policy=top_k value={value}: k must be an integer from 1 to {scores.shape[1] - 1} "
+                              f"(the model has {scores.shape[1]} labels).")
+        return Thresholds(0.5, [0.5] * scores.shape[1], 0.0, False, described, top_k=value)
+    if policy == "fixed":
+        cut = np.full(scores.shape[1], value, dtype=np.float64) if not isinstance(value, (list, tuple)) else (
+            np.asarray(value, dtype=np.float64))
+        if cut.shape != (scores.shape[1],) or not np.all((cut >= 0) & (cut <= 1)):
+            raise ConfigError(f"policy=fixed value={value}: give one threshold in [0, 1] or a list of "
+                              f"{scores.shape[1]} (one per label, in the model's label order).")
+        return Thresholds(float(cut.mean()), cut.tolist(), 0.0, False, described)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"policy={policy} value={value}: the minimum must be a number in (0, 1], e.g. value=0.8.")
+    if scope == "global":
+        cut = [_at_least(Cuts.of(scores.ravel(), truth.ravel()), policy, float(value), "the labels pooled")]
+        cut *= scores.shape[1]
+    else:
+        cut = [_at_least(Cuts.of(scores[:, c], truth[:, c]), policy, float(value), f"label {names[c]!r}")
+               for c in range(scores.shape[1])]
+    return Thresholds(float(np.mean(cut)), cut, 0.0, False, described)

@@ -347,6 +347,7 @@ def test_write_report_multilabel(tmp_path):
         "confusion_matrix.png",
         "cooccurrence.png",
         "errors.png",
+        "thresholds.png",  # multi-label only: the multi-class report below has none
     }
     assert sorted(p.name for p in written) == sorted(expected)
     assert all(p.is_file() and p.parent == tmp_path / "report" for p in written)

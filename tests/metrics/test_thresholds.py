@@ -230,7 +230,8 @@ def test_at_least_one_auto_turns_on_only_when_it_helps():
 def test_thresholds_round_trip_through_json():
     t = Thresholds(global_threshold=0.35, per_label=[0.2, 0.3125, 0.35], shrinkage=-1.0, at_least_one=True)
     d = json.loads(json.dumps(t.to_dict()))
-    assert d == {"global_threshold": 0.35, "per_label": [0.2, 0.3125, 0.35], "shrinkage": -1.0, "at_least_one": True}
+    assert d == {"global_threshold": 0.35, "per_label": [0.2, 0.3125, 0.35], "shrinkage": -1.0, "at_least_one": True,
+                 "policy": "max_f1", "top_k": None}
     assert Thresholds.from_dict(d) == t
 
 
