@@ -13,6 +13,7 @@ import torch
 from torchmetrics.functional.classification import multilabel_auroc, multilabel_average_precision
 
 from src.labels import LabelSpace
+from src.metrics.calibration import expected_calibration_error
 from src.metrics.counts import Counts, confusion
 
 #: Headline metrics computed from decisions alone (what the bootstrap can resample).
@@ -53,10 +54,12 @@ def full_metrics(space: LabelSpace, scores, targets, thresholds=None) -> dict:
     ``space.decide(scores, thresholds)``.
 
     Returns :func:`decision_metrics` plus ``mean_average_precision`` and ``macro_auroc`` (macro over the labels where
-    they are defined: AP needs a positive, AUROC a positive and a negative; NaN if none), ``n_samples``, ``n_labels``,
+    they are defined: AP needs a positive, AUROC a positive and a negative; NaN if none), ``mean_ece`` (the labels'
+    mean expected calibration error, :mod:`src.metrics.calibration`), ``n_samples``, ``n_labels``,
     ``n_labels_without_positives``, ``confusion_matrix`` (rows: true label, columns: decided label; for multi-class
     the usual confusion matrix) and ``per_label``: one dict per label with label, support, precision, recall, f1,
-    tp, fp, fn, threshold (None where decisions are arg-max), average_precision and auroc (None where undefined).
+    tp, fp, fn, threshold (None where decisions are arg-max), average_precision and auroc (None where undefined),
+    ece.
     """
     scores, targets = check_inputs(space, scores, targets)
     decisions = space.decide(scores, thresholds)
@@ -67,15 +70,18 @@ def full_metrics(space: LabelSpace, scores, targets, thresholds=None) -> dict:
     defined_auroc = [v for v in auroc if v is not None]
     out["mean_average_precision"] = float(np.mean(defined_ap)) if defined_ap else math.nan
     out["macro_auroc"] = float(np.mean(defined_auroc)) if defined_auroc else math.nan
+    ece = expected_calibration_error(scores, targets)
+    out["mean_ece"] = float(ece.mean()) if len(scores) else math.nan
     out["n_samples"] = int(len(scores))
     out["n_labels"] = space.num_labels
     out["n_labels_without_positives"] = int((targets.sum(0) == 0).sum())
     out["confusion_matrix"] = (targets.T.astype(np.int64) @ decisions.astype(np.int64)).tolist()
-    out["per_label"] = per_label_rows(space, counts, thresholds, ap, auroc)
+    out["per_label"] = per_label_rows(space, counts, thresholds, ap, auroc, ece)
     return out
 
 
-def per_label_rows(space: LabelSpace, counts: Counts, thresholds, ap: list, auroc: list) -> list[dict]:
+def per_label_rows(space: LabelSpace, counts: Counts, thresholds, ap: list, auroc: list,
+                   ece: np.ndarray) -> list[dict]:
     precision, recall, f1 = counts.precision(), counts.recall(), counts.f1()
     cut = None
     if space.thresholded:
@@ -93,6 +99,7 @@ def per_label_rows(space: LabelSpace, counts: Counts, thresholds, ap: list, auro
             "threshold": None if cut is None else cut[c],
             "average_precision": ap[c],
             "auroc": auroc[c],
+            "ece": float(ece[c]),
         }
         for c, name in enumerate(space.names)
     ]

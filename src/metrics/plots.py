@@ -129,6 +129,42 @@ def threshold_curves(path: Path, names: Sequence[str], scores: np.ndarray, targe
     return _save(fig, path)
 
 
+def reliability_diagram(path: Path, names: Sequence[str], scores: np.ndarray, targets: np.ndarray) -> Path:
+    """One panel per label: the positive rate of each score bin against its mean score (bars of the bin width, the
+    diagonal is perfect calibration), the label's ECE in the title; bins' row counts shaded underneath."""
+    from src.metrics.calibration import BINS, reliability
+
+    bins = reliability(scores, targets)
+    num = scores.shape[1]
+    cols = int(math.ceil(math.sqrt(num)))
+    rows = int(math.ceil(num / cols))
+    panel = 2.0 if num > 4 else 3.2
+    fig = _figure(panel * cols, panel * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    fontsize = 7 if num > 4 else 9
+    left = np.arange(BINS) / BINS
+    for c in range(rows * cols):
+        ax = axes[c // cols][c % cols]
+        if c >= num:
+            ax.axis("off")
+            continue
+        share = bins.rows[c] / max(bins.rows[c].sum(), 1)
+        ax.bar(left, share, width=1 / BINS, align="edge", color="lightgrey", label="rows")
+        ax.bar(left, np.nan_to_num(bins.positive_rate[c]), width=1 / BINS, align="edge", fill=False,
+               edgecolor="tab:blue", linewidth=1, label="positive rate")
+        ax.plot([0, 1], [0, 1], color="tab:red", linestyle=":", linewidth=0.8)
+        ax.set_title(f"{names[c]} ECE={bins.ece[c]:.3f}", fontsize=fontsize)
+        ax.tick_params(labelsize=fontsize - 1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].legend(fontsize=fontsize - 1, loc="upper left")
+    fig.supxlabel("score", fontsize=9)
+    fig.supylabel("share of rows with the label", fontsize=9)
+    fig.suptitle("Reliability (diagonal: calibrated; grey: share of rows per bin)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _heatmap(ax, matrix: np.ndarray, names: Sequence[str], cmap: str, annotate: bool, fmt: str):
     image = ax.imshow(matrix, cmap=cmap, aspect="auto")
     num = len(names)

@@ -18,8 +18,9 @@ from src.metrics.thresholds import Thresholds
 def write_report(directory: str | Path, space: LabelSpace, metrics: dict, scores, targets,
                  thresholds: Thresholds | None = None) -> list[Path]:
     """``per_label.csv``, ``per_label.md`` (sorted by support), ``per_label_f1.png``, ``pr_curves.png``,
-    ``confusion_matrix.png``, ``errors.png``; when some row has several true labels, ``cooccurrence.png``; for a
-    multi-label space, ``thresholds.png`` (the threshold-metric curves, ``thresholds``' operating point marked)."""
+    ``confusion_matrix.png``, ``errors.png``, ``reliability.png``; when some row has several true labels,
+    ``cooccurrence.png``; for a multi-label space, ``thresholds.png`` (the threshold-metric curves, ``thresholds``'
+    operating point marked)."""
     directory = Path(directory)
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets).astype(bool)
@@ -31,6 +32,7 @@ def write_report(directory: str | Path, space: LabelSpace, metrics: dict, scores
         plots.pr_curves(directory / "pr_curves.png", scores, targets, per_label),
         plots.confusion_matrix(directory / "confusion_matrix.png", metrics["confusion_matrix"], space.names),
         plots.errors(directory / "errors.png", per_label, len(targets)),
+        plots.reliability_diagram(directory / "reliability.png", space.names, scores, targets),
     ]
     if targets.sum(1).max(initial=0) > 1:
         written.append(plots.cooccurrence(directory / "cooccurrence.png", targets, space.names))

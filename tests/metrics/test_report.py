@@ -347,6 +347,7 @@ def test_write_report_multilabel(tmp_path):
         "confusion_matrix.png",
         "cooccurrence.png",
         "errors.png",
+        "reliability.png",
         "thresholds.png",  # multi-label only: the multi-class report below has none
     }
     assert sorted(p.name for p in written) == sorted(expected)
@@ -366,6 +367,7 @@ def test_write_report_multilabel(tmp_path):
         "threshold",
         "average_precision",
         "auroc",
+        "ece",
     ]
     assert [r["label"] for r in rows] == label_names
     assert [int(r["support"]) for r in rows] == targets.sum(0).tolist()
@@ -385,7 +387,8 @@ def test_write_report_multiclass(tmp_path):
     written = write_report(tmp_path, multiclass(5), metrics, scores, np.eye(5)[targets])
 
     assert sorted(p.name for p in written) == sorted(
-        ["per_label.csv", "per_label.md", "per_label_f1.png", "pr_curves.png", "confusion_matrix.png", "errors.png"]
+        ["per_label.csv", "per_label.md", "per_label_f1.png", "pr_curves.png", "confusion_matrix.png", "errors.png",
+         "reliability.png"]
     )
     assert not (tmp_path / "cooccurrence.png").exists()  # one label per row: nothing co-occurs
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
