@@ -72,6 +72,16 @@ class LabelSpace:
     def problem_type(self) -> str:
         return PROBLEM_TYPES[self.task]
 
+    def frequency_buckets(self) -> dict[str, np.ndarray]:
+        """Label indices by training frequency: ``head`` (the most frequent third of the labels), ``medium`` and
+        ``tail`` (the rarest third; sizes differ by at most one, ties in count keep label order). Empty without
+        training counts or with fewer than 3 labels, where the thirds say nothing."""
+        if self.counts is None or self.num_labels < 3:
+            return {}
+        order = np.argsort(-np.asarray(self.counts), kind="stable")
+        head, medium, tail = np.array_split(order, 3)
+        return {"head": np.sort(head), "medium": np.sort(medium), "tail": np.sort(tail)}
+
     # ---------------------------------------------------------------- rows and targets
 
     def check_row(self, ids: Sequence[int], where: str) -> None:

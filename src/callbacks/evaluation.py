@@ -5,8 +5,9 @@ gathers them (all ranks under DDP, each row once, in row order) and:
 
 - **during fit**, every epoch: tunes the decision thresholds on these validation scores and puts them into the model's
   config, so the checkpoint Lightning saves next holds the thresholds tuned for exactly its weights (nothing is
-  rewritten afterwards); logs macro/micro-F1 at 0.5 and at the tuned thresholds, which checkpointing and early
-  stopping monitor;
+  rewritten afterwards); logs macro/micro-F1 at 0.5 and at the tuned thresholds, and the macro-F1 of the head,
+  medium and tail labels by training frequency at the model's decision rule, any of which checkpointing, early
+  stopping and sweeps can monitor (``optimized_metric=val/tail_macro_f1``);
 - **in ``trainer.validate`` / ``trainer.test``** (the best checkpoint after fit, or ``src.eval``): computes the full
   evaluation with the model's stored thresholds: every metric at 0.5 and tuned, the cross-fitted tuned macro-F1 (val:
   thresholds tuned on the rows they score flatter them), a bootstrap interval, the per-label report, figures and
@@ -28,7 +29,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from src.io import atomic_path
 from src.labels import LabelSpace
-from src.metrics.classification import decision_metrics, full_metrics
+from src.metrics.classification import bucket_macro_f1, decision_metrics, full_metrics
 from src.metrics.report import write_report
 from src.metrics.statistics import bootstrap_ci
 from src.metrics.thresholds import Thresholds, calibrate, cross_fitted_macro_f1
@@ -107,6 +108,8 @@ class Evaluation(L.Callback):
         if thresholds is not None:
             tuned = decision_metrics(space, truth, space.decide(scores, thresholds))
             logged.update({f"val/{name}_tuned": tuned[name] for name in HEADLINE})
+        logged.update({f"val/{name}": value
+                       for name, value in bucket_macro_f1(space, truth, space.decide(scores, thresholds)).items()})
         pl_module.log_dict(logged, prog_bar=True, sync_dist=True)  # equal on every rank: keeps Lightning quiet
 
     def evaluate(self, trainer: L.Trainer, pl_module, split: str, scores: np.ndarray, targets: np.ndarray) -> None:
@@ -127,8 +130,9 @@ class Evaluation(L.Callback):
 
     def split_metrics(self, space: LabelSpace, scores: np.ndarray, targets: np.ndarray,
                       thresholds: Thresholds | None, crossfit: bool) -> tuple[dict[str, Any], dict]:
-        """The summary row (metrics at 0.5, ``*_tuned`` at the thresholds, ``macro_f1_ci95`` of the final rule and,
-        with ``crossfit``, ``macro_f1_tuned_crossfit``) and the full metrics of the final rule (for the report)."""
+        """The summary row (metrics at 0.5, ``*_tuned`` at the thresholds, ``<bucket>_macro_f1`` and
+        ``macro_f1_ci95`` of the final rule and, with ``crossfit``, ``macro_f1_tuned_crossfit``) and the full metrics
+        of the final rule (for the report)."""
         at_half = full_metrics(space, scores, targets)
         row: dict[str, Any] = {key: value for key, value in at_half.items() if isinstance(value, float)}
         final = at_half
@@ -136,6 +140,7 @@ class Evaluation(L.Callback):
             final = full_metrics(space, scores, targets, thresholds)
             row.update({f"{key}_tuned": final[key] for key in HEADLINE})
         truth = targets.astype(bool)
+        row.update(bucket_macro_f1(space, truth, space.decide(scores, thresholds)))
         row["macro_f1_ci95"] = list(bootstrap_ci(space, truth, space.decide(scores, thresholds),
                                                  n=self.bootstrap_resamples))
         if crossfit and thresholds is not None and self.calibration is not None and len(scores) >= 2:

@@ -49,6 +49,17 @@ def decision_metrics(space: LabelSpace, targets: np.ndarray, decisions: np.ndarr
     return out
 
 
+def bucket_macro_f1(space: LabelSpace, targets: np.ndarray, decisions: np.ndarray) -> dict[str, float]:
+    """``<bucket>_macro_f1`` over the head, medium and tail labels by training frequency
+    (:meth:`LabelSpace.frequency_buckets`): a model can gain macro-F1 on frequent labels while its rare ones
+    collapse, which the overall number hides. Macro as :meth:`LabelSpace.macro` (multi-class: present classes)."""
+    counts = confusion(targets, decisions).numpy()
+    f1 = counts.f1()
+    return {f"{bucket}_macro_f1": float(space.macro(f1[labels], counts.tp[labels], counts.fp[labels],
+                                                    counts.fn[labels]))
+            for bucket, labels in space.frequency_buckets().items()}
+
+
 def full_metrics(space: LabelSpace, scores, targets, thresholds=None) -> dict:
     """All metrics of probabilities ``scores`` against 0/1 ``targets`` (both ``[N, C]``), deciding with
     ``space.decide(scores, thresholds)``.

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, hamming_loss
 
 from src.errors import ConfigError, DataError
 from src.labels import LabelSpace
-from src.metrics.classification import decision_metrics
+from src.metrics.classification import bucket_macro_f1, decision_metrics
 from src.metrics.counts import Counts, confusion
 from src.metrics.thresholds import Thresholds
 
@@ -157,3 +157,35 @@ def test_multiclass_headline_metrics_match_sklearn_and_macro_skips_absent_classe
     assert got["micro_f1"] == pytest.approx(accuracy_score(true, predicted), abs=1e-12)
     assert got["accuracy"] == got["exact_match"] == pytest.approx(accuracy_score(true, predicted), abs=1e-12)
     assert 0.0 < got["accuracy"] < 1.0
+
+
+def test_frequency_buckets_are_thirds_by_training_count():
+    space = LabelSpace("multilabel", tuple("abcdefg"), counts=(5, 90, 5, 40, 1, 300, 12))
+    buckets = space.frequency_buckets()
+    assert {k: v.tolist() for k, v in buckets.items()} == {"head": [1, 3, 5], "medium": [0, 6], "tail": [2, 4]}
+    assert LabelSpace("multilabel", tuple("ab"), counts=(1, 2)).frequency_buckets() == {}
+    assert LabelSpace("multilabel", tuple("abc")).frequency_buckets() == {}  # no training counts
+
+
+@pytest.mark.parametrize("task", ["multilabel", "multiclass"])
+def test_bucket_macro_f1_matches_sklearn_on_each_bucket(task):
+    rng = np.random.default_rng(8)
+    counts = (50, 3, 20, 7, 90, 1)
+    space = LabelSpace(task, tuple("abcdef"), counts=counts)
+    if task == "multilabel":
+        targets = rng.random((200, 6)) < 0.3
+        decisions = np.where(rng.random(targets.shape) < 0.3, ~targets, targets)
+    else:
+        truth, guess = rng.integers(0, 6, 200), rng.integers(0, 6, 200)
+        guess = np.where(rng.random(200) < 0.5, truth, guess)
+        guess[guess == 1] = 0  # class 1 (tail) is never predicted
+        targets, decisions = np.eye(6, dtype=bool)[truth], np.eye(6, dtype=bool)[guess]
+    expected = {}
+    for bucket, labels in (("head", [4, 0]), ("medium", [2, 3]), ("tail", [1, 5])):  # 6 labels: thirds of 2
+        if task == "multilabel":
+            value = f1_score(targets[:, labels], decisions[:, labels], average="macro", zero_division=0)
+        else:  # macro over the bucket's classes present in truth or decisions, as sklearn's default label set does
+            present = [c for c in labels if targets[:, c].any() or decisions[:, c].any()]
+            value = f1_score(targets.argmax(1), decisions.argmax(1), labels=present, average="macro", zero_division=0)
+        expected[f"{bucket}_macro_f1"] = value
+    assert bucket_macro_f1(space, targets, decisions) == pytest.approx(expected)
