@@ -139,8 +139,8 @@ def _example_tests(
     notes: list[str],
 ) -> None:
     """The paired bootstrap and permutation test over the matched seeds where both groups saved predictions for
-    ``split`` (n/a when there are none, or when they were made on different examples, e.g. in a sweep over
-    datasets)."""
+    ``split`` (n/a when there are none, or when a pair was made on different examples, e.g. in a sweep over
+    datasets). Pairs that each share their rows but differ from one another (folds) are stacked into one."""
     def predictions(run_id: str):
         if run_id not in cache:
             cache[run_id] = load_predictions(client, run_id, split)
@@ -151,15 +151,25 @@ def _example_tests(
         return
     pairs = [(predictions(best.run_ids[s]), predictions(other.run_ids[s])) for s in usable]
     first = pairs[0][0]
-    same = all(np.array_equal(saved.targets, first.targets) and saved.labels == first.labels
-               for pair in pairs for saved in pair)
-    if not same:
-        notes.append(f"{best.name} vs {other.name}: the saved predictions_{split}.npz do not share their targets and "
-                     "labels: no paired bootstrap or permutation test")
-        return
+    shared = all(np.array_equal(saved.targets, first.targets) and saved.labels == first.labels
+                 for pair in pairs for saved in pair)
     mine, theirs = [b.predictions for b, _ in pairs], [o.predictions for _, o in pairs]
-    other.bootstrap = paired_bootstrap(first.labels, first.targets, mine, theirs, resamples, seed)
-    other.permutation_p = paired_permutation(first.labels, first.targets, mine, theirs, resamples, seed)
+    targets = first.targets
+    if not shared:
+        # cross-validation folds: each matched pair scored its own rows; stacked, the rows are the out-of-fold set
+        def same_labels(saved) -> bool:  # folds train on different rows: their label counts differ
+            return (saved.labels.task, saved.labels.names) == (first.labels.task, first.labels.names)
+
+        if not all(same_labels(b) and same_labels(o) and np.array_equal(b.targets, o.targets) for b, o in pairs):
+            notes.append(f"{best.name} vs {other.name}: the saved predictions_{split}.npz do not share their targets "
+                         "and labels: no paired bootstrap or permutation test")
+            return
+        targets = np.concatenate([b.targets for b, _ in pairs])
+        mine, theirs = [np.concatenate(mine)], [np.concatenate(theirs)]
+        notes.append(f"{best.name} vs {other.name}: the replicates scored different rows (cross-validation folds); "
+                     "the example-level tests stack them")
+    other.bootstrap = paired_bootstrap(first.labels, targets, mine, theirs, resamples, seed)
+    other.permutation_p = paired_permutation(first.labels, targets, mine, theirs, resamples, seed)
     other.bootstrap_seeds = usable
 
 

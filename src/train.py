@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import CONFIG_PATH, resolvers
 from src.callbacks.curves import TrainingCurves
 from src.callbacks.evaluation import Evaluation
+from src.cv import cross_validate
 from src.errors import ConfigError, reported_to_user
 from src.export import after_training, check_before_training
 from src.losses.base import build_loss
@@ -87,9 +88,11 @@ def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
         )
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dict[str, str] | None = None
+          ) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; returns (and writes) the run summary.
-    ``extra_callbacks`` are for programmatic use (benchmarks, notebooks) beside the configured ones.
+    ``extra_callbacks`` are for programmatic use (benchmarks, notebooks) beside the configured ones; ``tags`` go on
+    the MLflow run last (a cross-validation fold names its CV run as parent).
     The MLflow run exists from the start, so a job that fails at any point ends FAILED with its error."""
     if cfg.ckpt_path:
         cfg = resume_config(cfg)
@@ -102,7 +105,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     mlflow = find_mlflow(loggers) if rank_zero_only.rank == 0 else None
     try:
         if mlflow:
-            tag_run(mlflow, job_tags(overrides()))
+            tag_run(mlflow, {**job_tags(overrides()), **(tags or {})})
         summary = fit_and_evaluate(cfg, loggers, mlflow, extra_callbacks)
         if rank_zero_only.rank == 0:
             after_training(cfg.get("export"), summary, hub_token)
@@ -201,6 +204,8 @@ def main(cfg: DictConfig) -> float | None:
     if failure_file is not None:
         failure_file.unlink(missing_ok=True)  # a job run again into its old dir starts clean
     with reported_to_user(failure_file=failure_file):
+        if cfg.get("cv") and cfg.cv.folds is not None:
+            return cross_validate(cfg, overrides())["optimized_metric"]["value"]
         return train(cfg)["optimized_metric"]["value"]
     return None
 

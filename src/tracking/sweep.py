@@ -29,6 +29,8 @@ KIND_TAG = "labelwise.kind"
 PARENT_TAG = "mlflow.parentRunId"
 OVERRIDES_TAG = "labelwise.overrides"
 SWEPT_KEYS_TAG = "labelwise.swept_keys"
+FOLDS_TAG = "labelwise.cv_folds"  # a cross-validation run: its child runs are its folds
+FOLD_TAG = "labelwise.fold"  # one fold's run
 FAILURE_FILE = "error.txt"
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,9 +2,10 @@
 
 What the training side writes: the parent run is tagged ``labelwise.kind = "sweep"``; each job is a child run
 (``mlflow.parentRunId``) tagged ``labelwise.overrides`` (JSON list of ``key=value``) and ``labelwise.swept_keys``
-(JSON list of the keys the sweep varied); per-example decisions, when saved, are the child's artifact
-``report/predictions_<split>.npz`` holding ``targets``, ``predictions`` (0/1 ``[N, C]``) and ``labels`` (the label
-space as JSON).
+(JSON list of the keys the sweep varied). A cross-validation run (``labelwise.cv_folds``) stands for its fold runs:
+each fold is a replicate, as a seed is, so ``src.compare`` pairs groups fold by fold. Per-example decisions, when
+saved, are the child's artifact ``report/predictions_<split>.npz`` holding ``targets``, ``predictions`` (0/1
+``[N, C]``) and ``labels`` (the label space as JSON).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from src.errors import ConfigError
 from src.labels import LabelSpace
 from src.tracking.naming import override_key
-from src.tracking.sweep import KIND_TAG, OVERRIDES_TAG, PARENT_TAG, SWEPT_KEYS_TAG
+from src.tracking.sweep import FOLD_TAG, FOLDS_TAG, KIND_TAG, OVERRIDES_TAG, PARENT_TAG, SWEPT_KEYS_TAG
 
 SEED = "seed"
 
@@ -80,25 +81,42 @@ def _settings(overrides: list[str]) -> dict[str, str]:
     return {override_key(item): item.split("=", 1)[1] for item in overrides if "=" in item}
 
 
+def _children(client: MlflowClient, parent_id: str) -> list[Run]:
+    return _all_runs(client, _experiment_ids(client), f"tags.`{PARENT_TAG}` = '{parent_id}'")
+
+
+def _job(run: Run, settings: dict[str, str], swept: list[str] | None) -> Job:
+    return Job(run_id=run.info.run_id, status=run.info.status, start_time=run.info.start_time or 0,
+               settings=settings, metrics=dict(run.data.metrics), swept_keys=swept)
+
+
+def _replicate(settings: dict[str, str], fold: str) -> dict[str, str]:
+    """A fold's settings: the fold joins the seed as the replicate (``seed=1/fold2``), ``cv.fold`` goes."""
+    settings = {key: value for key, value in settings.items() if key != "cv.fold"}
+    seed = settings.pop(SEED, None)
+    return {**settings, SEED: f"{seed}/fold{fold}" if seed is not None else f"fold{fold}"}
+
+
 def sweep_jobs(client: MlflowClient, parent: Run) -> list[Job]:
-    """The child runs of ``parent``, oldest first (searched in every experiment: a job may log elsewhere)."""
+    """The child runs of ``parent``, oldest first (searched in every experiment: a job may log elsewhere); a
+    cross-validation child is replaced by its folds, and the folds of a cross-validation ``parent`` are its jobs."""
     parent_id = parent.info.run_id
-    runs = _all_runs(client, _experiment_ids(client), f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    runs = _children(client, parent_id)
     if not runs:
         raise ConfigError(f"run {parent_id} ({parent.info.run_name}) has no child runs: pass the parent run of a "
-                          "--multirun sweep (tagged labelwise.kind=sweep), or sweep=latest.")
+                          "--multirun sweep (tagged labelwise.kind=sweep) or of a cv.folds run, or sweep=latest.")
     jobs = []
     for run in runs:
         tags = run.data.tags
-        swept = tags.get(SWEPT_KEYS_TAG)
-        jobs.append(Job(
-            run_id=run.info.run_id,
-            status=run.info.status,
-            start_time=run.info.start_time or 0,
-            settings=_settings(json.loads(tags.get(OVERRIDES_TAG, "[]"))),
-            metrics=dict(run.data.metrics),
-            swept_keys=json.loads(swept) if swept else None,
-        ))
+        swept = json.loads(tags[SWEPT_KEYS_TAG]) if tags.get(SWEPT_KEYS_TAG) else None
+        settings = _settings(json.loads(tags.get(OVERRIDES_TAG, "[]")))
+        folds = _children(client, run.info.run_id) if FOLDS_TAG in tags else []
+        if folds:
+            jobs += [_job(fold, _replicate(settings, fold.data.tags.get(FOLD_TAG, "?")), swept) for fold in folds]
+        elif FOLD_TAG in tags:
+            jobs.append(_job(run, _replicate(settings, tags[FOLD_TAG]), swept))
+        else:
+            jobs.append(_job(run, settings, swept))
     return sorted(jobs, key=lambda job: job.start_time)
 
 
