@@ -1,0 +1,79 @@
+"""Training health: a loss that turns NaN at the third step is skipped without touching the weights, counted and
+logged; past callbacks.training_health.max_bad_steps the run stops with one message."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import mlflow
+import pytest
+import torch
+
+from src.callbacks.health import NonFiniteTraining
+from src.losses.bce import BinaryCrossEntropy
+from src.train import train
+from tests.helpers import compose_train, quick, write_dataset
+
+
+class NaNAtThirdStep(BinaryCrossEntropy):
+    """BCE, except that the third training call returns NaN (evaluation calls happen under no_grad)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        loss = super().forward(logits, targets)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == 3:
+                return loss * float("nan")
+        return loss
+
+
+class Weights(L.Callback):
+    """The head's weights after every training step."""
+
+    def __init__(self):
+        self.after_step: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.after_step.append(pl_module.net.head.out_proj.weight.detach().clone())
+
+
+def config(tmp_path, tiny_bert, *extra):
+    paths = write_dataset(tmp_path, multilabel=True)
+    return compose_train(tmp_path, quick(tiny_bert, paths, "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+                                         "loss._target_=tests.test_health.NaNAtThirdStep", *extra))
+
+
+def test_a_nan_step_is_skipped_counted_and_logged_by_every_logger(tmp_path, tiny_bert):
+    weights = Weights()
+    summary = train(config(tmp_path, tiny_bert, "logger=many"), extra_callbacks=[weights])
+    steps = weights.after_step
+    assert len(steps) == 6  # 96 rows, batches of 16
+    assert torch.equal(steps[2], steps[1])  # the NaN step changed nothing
+    assert all(not torch.equal(steps[i], steps[i - 1]) for i in (1, 3, 4, 5))  # the others trained
+    assert all(torch.isfinite(w).all() for w in steps)
+    client = mlflow.MlflowClient(summary["mlflow"]["tracking_uri"])
+    bad = client.get_metric_history(summary["mlflow"]["run_id"], "train/bad_steps")
+    assert [m.value for m in sorted(bad, key=lambda m: m.step)] == [0, 0, 1, 1, 1, 1]
+    norms = client.get_metric_history(summary["mlflow"]["run_id"], "train/grad_norm")
+    assert len(norms) == 6 and sum(m.value == m.value for m in norms) == 5  # the NaN step logs its NaN norm
+    # the same numbers through the CSV and TensorBoard loggers of the same real fit
+    with next((tmp_path / "run" / "csv").rglob("metrics.csv")).open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("train/bad_steps")]
+    assert [float(row["train/bad_steps"]) for row in rows] == [0, 0, 1, 1, 1, 1]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    assert [e.value for e in events.Scalars("train/bad_steps")] == [0, 0, 1, 1, 1, 1]
+    assert len(events.Scalars("train/grad_norm")) == 6
+
+
+def test_past_the_limit_the_run_stops_with_one_message(tmp_path, tiny_bert):
+    with pytest.raises(NonFiniteTraining, match=r"1 optimizer steps had a non-finite loss or gradient \(the last "
+                                                r"at step 2\); stopped\. Lower optim.lr"):
+        train(config(tmp_path, tiny_bert, "callbacks.training_health.max_bad_steps=0"))
