@@ -121,12 +121,18 @@ def thresholds_section(predictor: Predictor) -> str:
         rows = [(name, count) for name, count in zip(space.names, counts)]
         return ("Multi-class: each text gets the label with the highest softmax score.\n\n"
                 + table(("label", "training rows"), rows))
+    if stored and stored.top_k:
+        rows = [(name, count) for name, count in zip(space.names, counts)]
+        return (f"Multi-label: each text gets its {stored.top_k} best-scoring labels (operating point "
+                f"{stored.policy}).\n\n" + table(("label", "training rows"), rows))
     cut = stored.per_label if stored else [0.5] * space.num_labels
     rows = [(name, count, f"{value:.3f}") for name, count, value in zip(space.names, counts, cut)]
     rule = ("Multi-label: a text gets every label whose sigmoid score is above the label's threshold"
             + (", tuned on the validation split (per-label thresholds shrunk toward one global threshold, "
                f"{stored.global_threshold:.2f})" if stored else " (0.5: no thresholds were tuned)")
-            + (", and its top label when none passes." if stored and stored.at_least_one else "."))
+            + (", and its top label when none passes" if stored and stored.at_least_one else "")
+            + (f" (operating point {stored.policy}, chosen after training)." if stored and stored.policy != "max_f1"
+               else "."))
     return rule + "\n\n" + table(("label", "training rows", "threshold"), rows)
 
 

@@ -160,12 +160,16 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
         """Bool ``[B, C]`` decisions by the rule labelwise evaluated the model with, so a user of the exported
         model (or a served one) labels texts as ``src.predict`` does: the arg-max for multi-class; for multi-label
         ``probability > threshold`` per label (``config.thresholds``, 0.5 without) and, when the thresholds say
-        ``at_least_one``, a row's top label where none passes. Compared in float64, as labelwise does."""
+        ``at_least_one``, a row's top label where none passes; with ``top_k`` (``src.thresholds policy=top_k``)
+        a row's k best-scoring labels. Compared in float64, as labelwise does."""
         top = torch.zeros_like(probabilities, dtype=torch.bool).scatter_(-1, probabilities.argmax(-1, keepdim=True),
                                                                           True)
         if self.config.problem_type == SINGLE_LABEL:
             return top
         stored = self.config.thresholds or {}
+        if stored.get("top_k"):
+            best = torch.argsort(-probabilities.double(), dim=-1, stable=True)[..., : stored["top_k"]]
+            return torch.zeros_like(probabilities, dtype=torch.bool).scatter_(-1, best, True)
         cut = torch.tensor(stored.get("per_label") or [0.5] * probabilities.shape[-1], dtype=torch.float64,
                            device=probabilities.device)
         decisions = probabilities.double() > cut

@@ -101,3 +101,18 @@ def test_a_label_without_positives_cannot_take_a_minimum():
     targets[:, 3] = 0
     with pytest.raises(ConfigError, match="label 'd' has no positive rows"):
         operating_point(SCORES, targets, "recall_at_least", 0.5, names=list("abcd"))
+
+
+@pytest.mark.parametrize(("policy", "value"), [("top_k", 2), ("recall_at_least", 0.8), ("max_f1", None)])
+def test_the_exported_model_decides_as_labelwise_does(policy, value):
+    """The standalone modeling file (exports, pipeline(), MLflow serving) applies every stored policy itself."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from src.models.modeling_labelwise import LabelwiseForSequenceClassification
+
+    chosen = operating_point(SCORES, TARGETS, policy, value)
+    config = SimpleNamespace(problem_type="multi_label_classification", thresholds=chosen.to_dict())
+    exported = LabelwiseForSequenceClassification.decide(SimpleNamespace(config=config), torch.tensor(SCORES))
+    assert np.array_equal(exported.numpy(), chosen.apply(SCORES))
