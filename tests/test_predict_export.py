@@ -407,7 +407,9 @@ def test_int8_export_records_the_val_f1_change_it_measured(loaded, ckpt, tmp_pat
 @pytest.fixture(scope="module")
 def fragile(ckpt, loaded, tmp_path_factory) -> Path:
     """A checkpoint whose thresholds make int8 lose F1 for sure: one label's threshold sits between the fp32 and the
-    int8 score of a val row that fp32 decides correctly (at_least_one off, so nothing else can rescue it)."""
+    int8 score of a positive val row, where no other row's two scores fall on different sides of it, so int8 turns
+    exactly one true positive into a false negative; every other label's threshold is 1 (nothing predicted by
+    either model, F1 0 for both)."""
     from src.onnx_engine import export_onnx, load_onnx
 
     root = tmp_path_factory.mktemp("fragile")
@@ -416,11 +418,16 @@ def fragile(ckpt, loaded, tmp_path_factory) -> Path:
     texts, targets = val_rows(ckpt.parent, loaded.labels.names)
     fp32 = loaded.scores(texts, precision=EXACT)
     int8 = load_onnx(root / "probe").scores(texts, precision=EXACT)
-    gap = (fp32 - int8) * np.where(targets == 1, 1, -1)  # > 0: fp32 is on the right side of a cut between them
-    row, label = np.unravel_index(np.argmax(gap), gap.shape)
-    assert gap[row, label] > 1e-3  # far above fp32 noise, so the cut separates the two scores on every run
-    per_label = [0.5] * len(loaded.labels.names)
-    per_label[label] = float(fp32[row, label] + int8[row, label]) / 2
+    candidates = []
+    for row, label in zip(*np.nonzero((targets == 1) & (fp32 - int8 > 1e-3))):  # far above fp32 noise
+        cut = float(fp32[row, label] + int8[row, label]) / 2
+        flips = (fp32[:, label] > cut) != (int8[:, label] > cut)
+        if flips.sum() == 1:
+            candidates.append((fp32[row, label] - int8[row, label], label, cut))
+    assert candidates, "no positive val row whose int8 score alone crosses a threshold"
+    _, label, cut = max(candidates)
+    per_label = [1.0] * len(loaded.labels.names)
+    per_label[label] = cut
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     checkpoint["labelwise"]["net_config"]["thresholds"] = Thresholds(0.5, per_label, 0.0, False).to_dict()
     torch.save(checkpoint, root / "fragile.ckpt")
@@ -473,11 +480,15 @@ def test_predict_app_engine_onnx_int8(loaded, ckpt, tmp_path, monkeypatch, capsy
                                     "engine=onnx", "quantize=int8", "max_f1_loss=1"]))
     records = read_jsonl(tmp_path / "o.jsonl")
     assert [r["text"] for r in records] == texts
-    expected = loaded.scores(texts, precision=EXACT)
-    got = np.array([[r["scores"][name] for name in loaded.labels.names] for r in records])
-    np.testing.assert_allclose(got, expected, atol=0.05)
     assert "int8: val macro-F1" in capsys.readouterr().err
     (entry,) = (tmp_path / "outputs" / ".cache" / "onnx").iterdir()  # onnx_cache_dir, relative to the working dir
+    # the scores of the cached int8 file run by onnxruntime directly (int8 of a tiny random model can be far from
+    # fp32: that difference is what the F1 check measures, not something to bound here)
+    from src.onnx_engine import load_onnx
+
+    expected = load_onnx(entry).scores(texts, precision=EXACT)
+    got = np.array([[r["scores"][name] for name in loaded.labels.names] for r in records])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
     assert json.loads((entry / "labelwise.json").read_text())["quantization"]["val_rows"] == 32
 
 
