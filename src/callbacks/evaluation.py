@@ -108,9 +108,9 @@ class Evaluation(L.Callback):
         if thresholds is not None:
             tuned = decision_metrics(space, truth, space.decide(scores, thresholds))
             logged.update({f"val/{name}_tuned": tuned[name] for name in HEADLINE})
-        logged.update({f"val/{name}": value
-                       for name, value in bucket_macro_f1(space, truth, space.decide(scores, thresholds)).items()})
         pl_module.log_dict(logged, prog_bar=True, sync_dist=True)  # equal on every rank: keeps Lightning quiet
+        buckets = bucket_macro_f1(space, truth, space.decide(scores, thresholds))
+        pl_module.log_dict({f"val/{name}": value for name, value in buckets.items()}, sync_dist=True)
 
     def evaluate(self, trainer: L.Trainer, pl_module, split: str, scores: np.ndarray, targets: np.ndarray) -> None:
         """The full evaluation of one split with the model's stored thresholds."""
