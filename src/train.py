@@ -132,7 +132,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
 
     output_dir = Path(cfg.paths.output_dir)
     report_dir = output_dir / "report" if cfg.report else None
-    evaluation = Evaluation(OmegaConf.to_container(cfg.thresholds) if cfg.thresholds else None, report_dir)
+    evaluation = Evaluation(OmegaConf.to_container(cfg.thresholds) if cfg.thresholds else None, report_dir,
+                            temperature=OmegaConf.to_container(cfg.calibration) if cfg.get("calibration") else None)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [c for c in instantiate_dict(cfg.callbacks) if not refused(c, cfg, loggers)]
     callbacks += [evaluation, TrainingCurves(report_dir / "training_curves.png" if report_dir else None),
@@ -171,6 +172,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         },
         "metrics": metrics,
         "thresholds": net.config.thresholds,
+        "temperature": net.config.temperature,
         "optimized_metric": {"name": cfg.optimized_metric, "value": metric_value(metrics, cfg.optimized_metric)},
     }
     if trainer.is_global_zero:

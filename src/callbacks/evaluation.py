@@ -3,8 +3,9 @@
 Validation and test steps emit probabilities, 0/1 targets and row indices. At the end of each loop this callback
 gathers them (all ranks under DDP, each row once, in row order) and:
 
-- **during fit**, every epoch: tunes the decision thresholds on these validation scores and puts them into the model's
-  config, so the checkpoint Lightning saves next holds the thresholds tuned for exactly its weights (nothing is
+- **during fit**, every epoch: with ``calibration=temperature`` first fits the temperature that makes these scores
+  calibrated (lowest validation NLL); tunes the decision thresholds on these validation scores and puts them into the
+  model's config, so the checkpoint Lightning saves next holds the thresholds tuned for exactly its weights (nothing is
   rewritten afterwards); logs macro/micro-F1 at 0.5 and at the tuned thresholds, and the macro-F1 of the head,
   medium and tail labels by training frequency at the model's decision rule, any of which checkpointing, early
   stopping and sweeps can monitor (``optimized_metric=val/tail_macro_f1``);
@@ -29,6 +30,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from src.io import atomic_path
 from src.labels import LabelSpace
+from src.metrics.calibration import fit_temperature
 from src.metrics.classification import bucket_macro_f1, decision_metrics, full_metrics
 from src.metrics.report import write_report
 from src.metrics.statistics import bootstrap_ci
@@ -40,13 +42,15 @@ HEADLINE = ("macro_f1", "micro_f1")
 
 
 class Evaluation(L.Callback):
-    """``thresholds``: calibration options (:func:`src.metrics.thresholds.calibrate`'s keywords) or None to keep
-    0.5; ``report_dir``: where the full evaluation writes ``<split>/`` reports and ``predictions_<split>.npz`` (None:
-    numbers only)."""
+    """``thresholds``: threshold options (:func:`src.metrics.thresholds.calibrate`'s keywords) or None to keep
+    0.5; ``temperature``: None, or ``{"per_label": bool}`` to fit a temperature each epoch (``calibration=
+    temperature``); ``report_dir``: where the full evaluation writes ``<split>/`` reports and
+    ``predictions_<split>.npz`` (None: numbers only)."""
 
     def __init__(self, thresholds: dict[str, Any] | None = None, report_dir: str | Path | None = None,
-                 bootstrap_resamples: int = 1000):
+                 bootstrap_resamples: int = 1000, temperature: dict[str, Any] | None = None):
         self.calibration = dict(thresholds) if thresholds is not None else None
+        self.temperature = dict(temperature) if temperature is not None else None
         self.report_dir = Path(report_dir) if report_dir else None
         self.bootstrap_resamples = bootstrap_resamples
         self.results: dict[str, dict[str, Any]] = {}
@@ -64,19 +68,20 @@ class Evaluation(L.Callback):
 
     on_validation_batch_end = on_test_batch_end = _collect
 
-    def gather(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Scores and targets of every row of the split, in row order: each rank's rows gathered (a row that two
-        ranks scored counts once); None when no rank scored any. Every rank must call it under DDP."""
-        parts = [[o[key] for o in self._outputs] for key in ("index", "scores", "targets")]
+    def gather(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Logits, scores and targets of every row of the split, in row order: each rank's rows gathered (a row
+        that two ranks scored counts once); None when no rank scored any. Every rank must call it under DDP."""
+        keys = ("index", "logits", "scores", "targets")
+        parts = [[o[key] for o in self._outputs] for key in keys]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, parts)
-            parts = [[array for rank in gathered for array in rank[i]] for i in range(3)]
+            parts = [[array for rank in gathered for array in rank[i]] for i in range(len(keys))]
         if not parts[0]:
             return None
-        index, scores, targets = (np.concatenate(part) for part in parts)
+        index, logits, scores, targets = (np.concatenate(part) for part in parts)
         _, first = np.unique(index.astype(np.int64), return_index=True)  # sorted by row, duplicates dropped
-        return scores[first], targets[first]
+        return logits[first], scores[first], targets[first]
 
     # ---------------------------------------------------------------- the loop ends
 
@@ -84,8 +89,10 @@ class Evaluation(L.Callback):
         gathered = None if trainer.sanity_checking else self.gather()
         if gathered is None:
             return
-        scores, targets = gathered
+        logits, scores, targets = gathered
         if trainer.state.fn == TrainerFn.FITTING:
+            if self.temperature is not None:
+                scores = self.fit_temperature(pl_module, logits, targets)
             self.tune_and_log(pl_module, scores, targets)
         else:
             self.evaluate(trainer, pl_module, "val", scores, targets)
@@ -93,7 +100,19 @@ class Evaluation(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         gathered = self.gather()
         if gathered is not None:
-            self.evaluate(trainer, pl_module, pl_module.test_prefix, *gathered)
+            self.evaluate(trainer, pl_module, pl_module.test_prefix, *gathered[1:])
+
+    def fit_temperature(self, pl_module, logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Temperatures fitted on this epoch's validation logits into the model config; the calibrated scores.
+        The logits were already divided by the temperature stored before (eval mode), so the fitted factor
+        multiplies it."""
+        space: LabelSpace = pl_module.labels
+        factor = fit_temperature(logits, targets, space.exclusive, per_label=self.temperature.get("per_label", True))
+        before = pl_module.net.config.temperature
+        pl_module.net.config.temperature = (factor * (np.asarray(before) if before is not None else 1.0)).tolist()
+        pl_module.log_dict({"val/temperature_mean": float(np.mean(pl_module.net.config.temperature))},
+                           sync_dist=True)
+        return space.scores(logits / factor)
 
     def tune_and_log(self, pl_module, scores: np.ndarray, targets: np.ndarray) -> None:
         """An epoch of fit: thresholds tuned on these scores into the model config; headline numbers logged."""

@@ -22,7 +22,8 @@ SINGLE_LABEL = "single_label_classification"
 class LabelwiseConfig(PretrainedConfig):
     """The encoder's own config nested under ``encoder``; how to pool; the head (``head_hidden`` 0: dropout + linear,
     >0: a hidden GELU layer of that width in front); ``label_space`` (task, names, training counts); ``thresholds``
-    (per-label decision thresholds, None: 0.5); ``base_model`` (where the encoder and tokenizer came from) and
+    (per-label decision thresholds, None: 0.5); ``temperature`` (per-label divisors of the logits fitted on
+    validation by ``calibration=temperature``, None: 1); ``base_model`` (where the encoder and tokenizer came from) and
     ``max_seq_length`` (the truncation length in tokens used in training; ``max_length`` would be read as a
     generation setting). Labels also go into Hugging Face's ``id2label`` and
     ``problem_type``, which ``pipeline()`` reads."""
@@ -37,6 +38,7 @@ class LabelwiseConfig(PretrainedConfig):
         head_hidden: int = 0,
         label_space: dict | None = None,
         thresholds: dict | None = None,
+        temperature: list[float] | None = None,
         base_model: str | None = None,
         max_seq_length: int | None = None,
         **kwargs,
@@ -49,6 +51,7 @@ class LabelwiseConfig(PretrainedConfig):
         self.head_hidden = head_hidden
         self.label_space = label_space
         self.thresholds = thresholds
+        self.temperature = temperature
         self.base_model = base_model
         self.max_seq_length = max_seq_length
         super().__init__(**kwargs)
@@ -93,7 +96,8 @@ class ClassificationHead(nn.Module):
 
 class LabelwiseForSequenceClassification(PreTrainedModel):
     """Logits ``[B, num_labels]``: sigmoid them for multi-label, softmax for multi-class (``config.problem_type``),
-    and compare with ``config.thresholds`` (None: 0.5) to decide labels.
+    and compare with ``config.thresholds`` (None: 0.5) to decide labels. In eval mode the logits are divided by
+    ``config.temperature`` when one was fitted.
 
     ``forward`` takes token ids, or ``embeddings`` (already pooled sentence vectors, as a frozen-encoder probe trains
     on) to run the head alone. ``encoder`` passes an already built encoder (pretrained weights) instead of building
@@ -140,6 +144,9 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
         if embeddings is None:
             embeddings = self.embed(input_ids, attention_mask)
         logits = self.head(embeddings)
+        if self.config.temperature is not None and not self.training:
+            # calibrated scores for every consumer (pipeline(), ONNX, MLflow); training sees the raw logits
+            logits = logits / torch.tensor(self.config.temperature, dtype=logits.dtype, device=logits.device)
         loss = None
         if labels is not None:
             if self.config.problem_type == "multi_label_classification":

@@ -78,7 +78,8 @@ class ClassifierModule(L.LightningModule):
         if self.loss is not None:
             self.log(f"{prefix}/loss", self.loss(logits, batch["labels"]), on_epoch=True, batch_size=len(logits),
                      sync_dist=True)
-        return {"scores": self.labels.scores(logits), "targets": batch["labels"], "index": batch["index"]}
+        return {"logits": logits, "scores": self.labels.scores(logits), "targets": batch["labels"],
+                "index": batch["index"]}
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluation_step(batch, "val")
@@ -126,7 +127,9 @@ class ClassifierModule(L.LightningModule):
             format=CHECKPOINT_FORMAT, net_config=self.net.config.to_dict())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.net.config.thresholds = checkpoint[CHECKPOINT_KEY]["net_config"].get("thresholds")
+        stored = checkpoint[CHECKPOINT_KEY]["net_config"]
+        self.net.config.thresholds = stored.get("thresholds")
+        self.net.config.temperature = stored.get("temperature")
 
 
 def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
