@@ -22,6 +22,7 @@ from src.data.datamodule import TextDataModule
 from src.errors import ConfigError, reported_to_user
 from src.inference import Predictor
 from src.models.module import ClassifierModule
+from src.predict import plain
 from src.runtime import fast_precision
 from src.summary import print_summary, write_summary
 
@@ -44,6 +45,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("ckpt_path is required: python -m src.eval ckpt_path=<run dir>/checkpoints/<name>.ckpt")
     ckpt_path = Path(to_absolute_path(str(cfg.ckpt_path))).expanduser()
     predictor = Predictor.from_checkpoint(ckpt_path)
+    predictor.use_thresholds(plain(cfg.get("thresholds")))
     labels = predictor.labels
     datamodule = TextDataModule(
         instantiate(source_config(cfg, predictor), _convert_="all"), tokenizer=predictor.net.config.base_model,
@@ -52,6 +54,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     )
     output_dir = Path(cfg.paths.output_dir)
     tags = {"labelwise.kind": "eval", "labelwise.checkpoint": str(ckpt_path)}
+    if cfg.get("thresholds") is not None:
+        tags["labelwise.thresholds"] = predictor.net.config.thresholds["policy"]
     if predictor.metadata.get("mlflow_run_id"):
         tags["labelwise.training_run_id"] = predictor.metadata["mlflow_run_id"]
     logger = MLFlowLogger(experiment_name=cfg.task_name, run_name=f"eval {cfg.split}",

@@ -20,7 +20,7 @@ from src.data.batching import map_sorted_batches
 from src.data.token_cache import tokenize
 from src.errors import ConfigError, LabelwiseError
 from src.labels import LabelSpace
-from src.metrics.thresholds import Thresholds
+from src.metrics.thresholds import Thresholds, override
 from src.models.build import from_stored, labels_of
 from src.models.modeling_labelwise import LabelwiseConfig, LabelwiseForSequenceClassification
 from src.models.module import CHECKPOINT_KEY
@@ -114,6 +114,16 @@ class Predictor:
     def thresholds(self) -> Thresholds | None:
         stored = self.net.config.thresholds
         return Thresholds.from_dict(stored) if stored else None
+
+    def use_thresholds(self, value) -> None:
+        """``thresholds=`` of ``src.eval`` / ``src.predict`` (:func:`src.metrics.thresholds.override`): decide with
+        these instead of the stored ones; None keeps the stored ones."""
+        if value is None:
+            return
+        if self.labels.exclusive:
+            raise ConfigError("thresholds=: decision thresholds apply to multi-label models only; this one is "
+                              "multi-class (it decides by the top-scoring class). Drop thresholds=.")
+        self.net.config.thresholds = override(value, self.labels.num_labels).to_dict()
 
     @property
     def max_length(self) -> int:

@@ -20,7 +20,7 @@ from typing import IO
 import hydra
 import torch
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import CONFIG_PATH, resolvers
 from src.errors import ConfigError, DataError, reported_to_user
@@ -151,6 +151,11 @@ def predict_file(
     return count
 
 
+def plain(value):
+    """A command-line value as plain Python (lists and dicts out of OmegaConf)."""
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,6 +180,7 @@ def predict(cfg: DictConfig) -> int:
     check_input(source)  # before the (slow) model load
     predictor = Predictor.load(to_absolute_path(str(cfg.ckpt_path)), cfg.engine, cfg.quantize,
                                resolve_device(cfg.device), to_absolute_path(str(cfg.onnx_cache_dir)), cfg.max_f1_loss)
+    predictor.use_thresholds(plain(cfg.get("thresholds")))
     count = predict_file(
         predictor,
         source,

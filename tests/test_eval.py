@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import mlflow
+import numpy as np
 import pytest
 
 from src.train import train
@@ -53,3 +55,64 @@ def test_eval_on_a_file_never_seen_in_training(trained):
 def test_eval_bad_input_is_one_clear_message(tmp_path, args, expected):
     result = run_cli(tmp_path, *args, module="src.eval", check=False)
     assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr
+
+
+def compose_eval(directory, *overrides: str):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from tests.helpers import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(directory)
+        cfg.paths.output_dir = str(directory / "eval_override")
+    return cfg
+
+
+@pytest.mark.parametrize(("value", "rule"), [
+    ("0.3", lambda scores: scores > 0.3),
+    ("[0.2,0.9,0.5]", lambda scores: scores > np.array([0.2, 0.9, 0.5])),
+    ("{top_k:2}", lambda scores: scores >= np.sort(scores, axis=1)[:, [-2]]),
+], ids=["one", "per-label", "top-k"])
+def test_eval_and_predict_with_thresholds_given_on_the_command_line(trained, value, rule):
+    """``thresholds=`` replaces the stored ones in eval's metrics and predict's labels: both recomputed here
+    from the scores with numpy and sklearn."""
+    from sklearn.metrics import f1_score
+
+    from src.eval import evaluate_checkpoint
+    from src.inference import Predictor
+    from src.predict import plain
+
+    directory, paths, summary = trained
+    cfg = compose_eval(directory, f"ckpt_path={summary['best_checkpoint']}", f"thresholds={value}")
+    result = evaluate_checkpoint(cfg)
+    saved = np.load(directory / "eval_override" / "report" / "predictions_test.npz")
+    decided = rule(saved["scores"].astype(np.float64))
+    assert np.array_equal(saved["predictions"].astype(bool), decided)
+    assert result["metrics"]["test"]["macro_f1_tuned"] == pytest.approx(
+        f1_score(saved["targets"], decided, average="macro", zero_division=0), abs=1e-9)
+    assert result["thresholds"]["policy"].startswith(("fixed=", "top_k="))
+
+    predictor = Predictor.from_checkpoint(summary["best_checkpoint"])
+    predictor.use_thresholds(plain(cfg.thresholds))
+    texts = [json.loads(line)["text"] for line in paths["test"].read_text().splitlines()]
+    records = predictor.predict(texts)
+    scores = np.array([[record["scores"][name] for name in summary["label_names"]] for record in records])
+    expected = rule(scores)
+    for record, row in zip(records, expected):
+        assert record["labels"] == [name for name, chosen in zip(summary["label_names"], row) if chosen]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("[0.2,0.5]", "a list of 3"), ("1.5", "one threshold in [0, 1]"), ("{top_k:3}", "from 1 to 2"),
+    ("{k:2}", "only dict form"), ("abc", "one threshold in [0, 1]"),
+])
+def test_bad_threshold_overrides_are_one_clear_message(trained, value, expected):
+    from src.errors import ConfigError
+    from src.eval import evaluate_checkpoint
+
+    directory, _, summary = trained
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        evaluate_checkpoint(compose_eval(directory, f"ckpt_path={summary['best_checkpoint']}", f"thresholds={value}"))

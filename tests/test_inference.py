@@ -21,3 +21,14 @@ def test_scores_come_back_in_input_order(tiny_bert):
             encoded = predictor.tokenizer([text], truncation=True, max_length=32, return_tensors="pt")
             expected = space.scores(predictor.net(encoded["input_ids"], encoded["attention_mask"]).logits)[0]
             torch.testing.assert_close(torch.from_numpy(got[row]), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_threshold_override_is_refused_for_a_multiclass_model(tiny_bert):
+    import pytest
+
+    from src.errors import ConfigError
+
+    space = LabelSpace("multiclass", ("a", "b", "c"))
+    predictor = Predictor(classifier(tiny_bert, labels=space, max_length=32).eval(), load_tokenizer(tiny_bert), {})
+    with pytest.raises(ConfigError, match="multi-label models only"):
+        predictor.use_thresholds(0.3)

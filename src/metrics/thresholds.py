@@ -303,18 +303,8 @@ def operating_point(scores, targets, policy: str = "max_f1", value=None, scope: 
         tuned = calibrate(scores, truth, **kwargs)
         tuned.policy = described
         return tuned
-    if policy == "top_k":
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < scores.shape[1]:
-            raise ConfigError(f"policy=top_k value={value}: k must be an integer from 1 to {scores.shape[1] - 1} "
-                              f"(the model has {scores.shape[1]} labels).")
-        return Thresholds(0.5, [0.5] * scores.shape[1], 0.0, False, described, top_k=value)
-    if policy == "fixed":
-        cut = np.full(scores.shape[1], value, dtype=np.float64) if not isinstance(value, (list, tuple)) else (
-            np.asarray(value, dtype=np.float64))
-        if cut.shape != (scores.shape[1],) or not np.all((cut >= 0) & (cut <= 1)):
-            raise ConfigError(f"policy=fixed value={value}: give one threshold in [0, 1] or a list of "
-                              f"{scores.shape[1]} (one per label, in the model's label order).")
-        return Thresholds(float(cut.mean()), cut.tolist(), 0.0, False, described)
+    if policy in ("top_k", "fixed"):
+        return given_rule(policy, value, scores.shape[1])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ConfigError(f"policy={policy} value={value}: the minimum must be a number in (0, 1], e.g. value=0.8.")
     if scope == "global":
@@ -324,3 +314,31 @@ def operating_point(scores, targets, policy: str = "max_f1", value=None, scope: 
         cut = [_at_least(Cuts.of(scores[:, c], truth[:, c]), policy, float(value), f"label {names[c]!r}")
                for c in range(scores.shape[1])]
     return Thresholds(float(np.mean(cut)), cut, 0.0, False, described)
+
+
+def given_rule(policy: str, value, num_labels: int) -> Thresholds:
+    """The policies that need no scores: ``top_k`` (``value`` = k) and ``fixed`` (one threshold or one per label)."""
+    described = f"{policy}={value}"
+    if policy == "top_k":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < num_labels:
+            raise ConfigError(f"policy=top_k value={value}: k must be an integer from 1 to {num_labels - 1} "
+                              f"(the model has {num_labels} labels).")
+        return Thresholds(0.5, [0.5] * num_labels, 0.0, False, described, top_k=value)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for v in (value if isinstance(value, (list, tuple)) else [value]))
+    cut = np.asarray(value if isinstance(value, (list, tuple)) else [value] * num_labels,
+                     dtype=np.float64) if numeric else None
+    if cut is None or cut.shape != (num_labels,) or not np.all((cut >= 0) & (cut <= 1)):
+        raise ConfigError(f"policy=fixed value={value}: give one threshold in [0, 1] or a list of "
+                          f"{num_labels} (one per label, in the model's label order).")
+    return Thresholds(float(cut.mean()), cut.tolist(), 0.0, False, described)
+
+
+def override(value, num_labels: int) -> Thresholds:
+    """``thresholds=`` of ``src.eval`` / ``src.predict``: a number (one threshold for every label), a list (one
+    per label) or ``{top_k: k}``, instead of the thresholds stored with the model."""
+    if isinstance(value, dict):
+        if set(value) != {"top_k"}:
+            raise ConfigError(f"thresholds={value}: the only dict form is {{top_k: k}}, e.g. 'thresholds={{top_k:2}}'.")
+        return given_rule("top_k", value["top_k"], num_labels)
+    return given_rule("fixed", list(value) if isinstance(value, (list, tuple)) else value, num_labels)
