@@ -31,6 +31,7 @@ from src.tracking.checkpoint import AtomicCheckpointIO, RunMetadata, read_metada
 from src.tracking.mlflow import find_mlflow, flat_params, log_run_config, record_failure, tag_run
 from src.tracking.naming import override_key
 from src.tracking.sweep import hydra_run_name, in_multirun, job_failure_file, job_tags
+from src.tuning import tune
 
 resolvers.register()
 
@@ -132,6 +133,9 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
 
     output_dir = Path(cfg.paths.output_dir)
     report_dir = output_dir / "report" if cfg.report else None
+    tuned = {}
+    if cfg.get("tune") and not cfg.ckpt_path:  # a resumed run keeps the value its first part found
+        tuned = tune(cfg, module, datamodule, report_dir or output_dir, loggers)
     evaluation = Evaluation(OmegaConf.to_container(cfg.thresholds) if cfg.thresholds else None, report_dir,
                             temperature=OmegaConf.to_container(cfg.calibration) if cfg.get("calibration") else None)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -141,7 +145,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     datamodule.attach(net, trainer.precision)
     if mlflow:
-        log_run_config(mlflow, {**flat_params(resolved, PARAM_SECTIONS), **group_choices()},
+        log_run_config(mlflow, {**flat_params(resolved, PARAM_SECTIONS), **group_choices(), **tuned},
                        OmegaConf.to_yaml(resolved), overrides(), resumed=bool(cfg.ckpt_path))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
