@@ -30,6 +30,7 @@ from src.summary import metrics_by_split, print_summary, write_summary
 from src.tracking.checkpoint import AtomicCheckpointIO, RunMetadata, read_metadata
 from src.tracking.mlflow import find_mlflow, flat_params, log_run_config, record_failure, tag_run
 from src.tracking.naming import override_key
+from src.tracking.pruning import pruning_callbacks
 from src.tracking.sweep import hydra_run_name, in_multirun, job_failure_file, job_tags
 from src.tuning import tune
 
@@ -140,8 +141,10 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
                             temperature=OmegaConf.to_container(cfg.calibration) if cfg.get("calibration") else None)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [c for c in instantiate_dict(cfg.callbacks) if not refused(c, cfg, loggers)]
+    pruning = pruning_callbacks(cfg)
     callbacks += [evaluation, TrainingCurves(report_dir / "training_curves.png" if report_dir else None),
-                  RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *extra_callbacks]
+                  RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *pruning,
+                  *extra_callbacks]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     datamodule.attach(net, trainer.precision)
     if mlflow:
@@ -150,6 +153,9 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     train_metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("train/")}
+    pruned_at = next((callback.pruned_at for callback in pruning if callback.pruned_at is not None), None)
+    if mlflow and pruned_at is not None:
+        tag_run(mlflow, {"optuna.state": "PRUNED", "optuna.pruned_at_epoch": str(pruned_at)})
     # read before validate/test: restoring the best checkpoint also restores the callback's older state
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     last = getattr(trainer.checkpoint_callback, "last_model_path", "")
@@ -177,6 +183,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         "metrics": metrics,
         "thresholds": net.config.thresholds,
         "temperature": net.config.temperature,
+        "pruned_at_epoch": pruned_at,
         "optimized_metric": {"name": cfg.optimized_metric, "value": metric_value(metrics, cfg.optimized_metric)},
     }
     if trainer.is_global_zero:

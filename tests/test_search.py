@@ -187,3 +187,37 @@ def test_joblib_sweep_is_one_parent_with_children_named_by_their_settings(tmp_pa
     for run in children.values():
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
         assert "val/macro_f1" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_median_pruner_stops_a_poor_trial_and_marks_it(tmp_path, tiny_bert):
+    """Three trials enqueued in order: two at a working learning rate, then one at 1e-9 that cannot lower the
+    validation loss. With two start-up trials and one warm-up epoch, the median pruner stops the third after its
+    second epoch; Optuna, the job's summary and its MLflow run all say pruned."""
+    sweep = tmp_path / "search"
+    storage = f"sqlite:///{sweep}/optuna.db"
+    sweep.mkdir()
+    study = optuna.create_study(study_name="labelwise", storage=storage, direction="minimize")
+    for lr in (1e-3, 1e-3, 1e-9):
+        study.enqueue_trial({"optim.lr": lr})
+    data = [arg for arg in tiny_data_args(tmp_path, tiny_bert, multilabel=True) if not arg.startswith("optim.lr=")]
+    args = [*data, "trainer.max_epochs=3", "report=false",
+            "test=false", "callbacks.early_stopping=null", "hydra.sweep.dir=search"]
+    run_cli(tmp_path, "--multirun", "hparams_search=optuna", "optimized_metric=val/loss",
+            "hydra.sweeper.direction=minimize", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=median",
+            "hydra.sweeper.pruner_startup_trials=2", "hydra.sweeper.pruner_warmup_epochs=1",
+            "optim.lr=choice(0.001,1e-9)", "optim.weight_decay=0.01", "optim.head_lr_multiplier=10", *args)
+
+    trials = optuna.load_study(study_name="labelwise", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert trials[2].user_attrs["pruned_at_epoch"] == 1
+    assert sorted(trials[2].intermediate_values) == [0, 1]  # stopped after its second epoch
+    assert sorted(trials[0].intermediate_values) == [0, 1, 2]
+    summary = json.loads((sweep / "2" / "summary.json").read_text())
+    assert summary["pruned_at_epoch"] == 1
+    runs = {r.data.tags.get("mlflow.runName"): r for r in runs_in(tmp_path / "outputs" / "mlflow.db")}
+    pruned = [r for r in runs.values() if r.data.tags.get("optuna.state") == "PRUNED"]
+    assert len(pruned) == 1 and pruned[0].data.tags["optuna.pruned_at_epoch"] == "1"
+    assert all("trial." not in name for name in runs)  # the trial handle is not part of a run's name
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["trials"] == {"complete": 2, "pruned": 1}

@@ -13,6 +13,7 @@ _NOT_IN_NAME = (
     "ckpt_path",
     "logger.",
     "callbacks.",
+    "trial.",
 )
 
 

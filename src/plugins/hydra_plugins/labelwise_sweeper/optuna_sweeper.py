@@ -46,6 +46,9 @@ class OptunaSweeperConf:
     study_name: str = "labelwise"
     storage: str | None = None  # default sqlite:///<sweep dir>/optuna.db
     params: dict[str, str] = field(default_factory=dict)  # key: Hydra sweep expression (see _space.py)
+    pruner: str | None = None  # median | hyperband: stop poor trials early on their per-epoch optimized_metric
+    pruner_startup_trials: int = 5  # median: trials that run in full before any is pruned
+    pruner_warmup_epochs: int = 1  # median: epochs of every trial before it can be pruned
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="labelwise_optuna", node=OptunaSweeperConf,
@@ -54,7 +57,8 @@ ConfigStore.instance().store(group="hydra/sweeper", name="labelwise_optuna", nod
 
 class OptunaSweeper(Sweeper):
     def __init__(self, direction: str, n_trials: int, n_jobs: int, seed: int, study_name: str,
-                 storage: str | None, params: DictConfig | None) -> None:
+                 storage: str | None, params: DictConfig | None, pruner: str | None = None,
+                 pruner_startup_trials: int = 5, pruner_warmup_epochs: int = 1) -> None:
         self.direction = direction
         self.n_trials = n_trials
         self.n_jobs = n_jobs
@@ -62,6 +66,9 @@ class OptunaSweeper(Sweeper):
         self.study_name = study_name
         self.storage = storage
         self.params = dict(params or {})
+        self.pruner = pruner
+        self.pruner_startup_trials = pruner_startup_trials
+        self.pruner_warmup_epochs = pruner_warmup_epochs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -89,6 +96,7 @@ class OptunaSweeper(Sweeper):
             sampler=optuna.samplers.TPESampler(seed=self.seed),
             direction=self.direction,
             load_if_exists=True,
+            pruner=self._pruner(),
         )
         if study.direction.name.lower() != self.direction.lower():  # a resumed study keeps its own direction
             raise CompactHydraException(f"study '{self.study_name}' in {self.storage} was created to "
@@ -107,6 +115,22 @@ class OptunaSweeper(Sweeper):
             job_idx += self._run_batch(study, trials, fixed, job_idx)
         self._report(study)
 
+    def _pruner(self) -> Any:
+        from src.errors import ConfigError
+        from src.tracking.pruning import make_pruner
+
+        try:
+            return make_pruner(self.pruner, self.pruner_startup_trials, self.pruner_warmup_epochs,
+                               int(self.config.trainer.max_epochs))
+        except ConfigError as error:
+            raise CompactHydraException(str(error)) from None
+
+    def _trial_overrides(self, trial: Any) -> list[str]:
+        """Where a job reports its per-epoch metric (src/tracking/pruning.py): only with a pruner."""
+        if self.pruner is None:
+            return []
+        return [f"trial.storage='{self.storage}'", f"trial.study='{self.study_name}'", f"trial.id={trial._trial_id}"]
+
     def _run_batch(self, study: Any, trials: list[Any], fixed: list[str], job_idx: int) -> int:
         """Launches the trials that compose as one batch and tells Optuna their outcomes; returns the jobs run."""
         from optuna.trial import TrialState
@@ -118,12 +142,16 @@ class OptunaSweeper(Sweeper):
         trials = [trial for trial in trials if self._composes(study, trial, [*fixed, *trial.user_attrs["overrides"]])]
         if not trials:
             return 0
-        batch = [[*fixed, *trial.user_attrs["overrides"]] for trial in trials]
+        batch = [[*fixed, *trial.user_attrs["overrides"], *self._trial_overrides(trial)] for trial in trials]
         returns = self.launcher.launch(batch, initial_job_idx=job_idx)
         for trial, result in zip(trials, returns):
             trial.set_user_attr("job_dir", result.hydra_cfg.hydra.runtime.output_dir if result.hydra_cfg else None)
             value = objective(result)
-            if value is None:
+            pruned_at = study.trials[trial.number].user_attrs.get("pruned_at_epoch")  # set by the job
+            if value is not None and pruned_at is not None:
+                log.info(f"trial {trial.number}: pruned at epoch {pruned_at}")
+                study.tell(trial, state=TrialState.PRUNED)
+            elif value is None:
                 log.warning(f"trial {trial.number} failed (job {trial.user_attrs['job_dir']}); the search goes on")
                 study.tell(trial, state=TrialState.FAIL)
             else:
