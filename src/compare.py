@@ -16,16 +16,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import numpy as np
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from src import CONFIG_PATH
 from src.errors import ConfigError, reported_to_user
 from src.metrics.statistics import Bootstrap, holm, paired_bootstrap, paired_permutation, paired_tests, seeds_needed
+from src.schema import app, validate
 from src.tracking.sweep_results import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
 
 #: ``seeds needed`` above this reads ">1000": the difference is not worth chasing with seeds.
@@ -352,10 +351,11 @@ def compare_sweep(cfg: DictConfig) -> Comparison:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="compare")
+@app("compare")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per predictions file otherwise
     with reported_to_user():
+        validate(cfg, "compare")
         compare_sweep(cfg)
 
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import hydra
 import numpy as np
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from src import CONFIG_PATH, resolvers
+from src import resolvers
 from src.errors import ConfigError, LabelwiseError, reported_to_user
 from src.inference import Predictor
 from src.metrics.thresholds import Thresholds
+from src.schema import app, validate
 
 resolvers.register()
 
@@ -127,11 +127,12 @@ def demo(cfg: DictConfig, launch: bool = True):
     return app
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="demo")
+@app("demo")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     with reported_to_user():
+        validate(cfg, "demo")
         demo(cfg)
 
 

@@ -10,13 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate, to_absolute_path
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
-from src import CONFIG_PATH, resolvers
+from src import resolvers
 from src.callbacks.evaluation import Evaluation
 from src.data.datamodule import TextDataModule
 from src.errors import ConfigError, reported_to_user
@@ -24,6 +23,7 @@ from src.inference import Predictor
 from src.models.module import ClassifierModule
 from src.predict import plain
 from src.runtime import fast_precision
+from src.schema import app, validate
 from src.summary import print_summary, write_summary
 
 resolvers.register()
@@ -84,10 +84,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+@app("eval")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with reported_to_user():
+        validate(cfg, "eval")
         evaluate_checkpoint(cfg)
 
 

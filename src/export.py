@@ -17,12 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from src import CONFIG_PATH, resolvers
+from src import resolvers
 from src.errors import ConfigError, reported_to_user
 from src.hub import check_hub, push
 from src.inference import Predictor
@@ -32,6 +31,7 @@ from src.onnx_engine import check_options, export_onnx, require_onnx
 from src.parity import check_parity, parity_batch
 from src.progress import progress
 from src.registry import check_registered_name, check_thresholds, log_mlflow_model
+from src.schema import app, validate
 
 resolvers.register()
 
@@ -165,10 +165,11 @@ def after_training(options: DictConfig | None, summary: dict[str, Any], token: s
         export_mlflow(predictor, Path(checkpoint), options, summary["mlflow"].get("tracking_uri"))
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
+@app("export")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with reported_to_user():
+        validate(cfg, "export")
         export(cfg)
 
 

@@ -17,15 +17,15 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO
 
-import hydra
 import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from src import CONFIG_PATH, resolvers
+from src import resolvers
 from src.errors import ConfigError, DataError, reported_to_user
 from src.inference import Predictor
 from src.progress import progress
+from src.schema import app, validate
 
 resolvers.register()
 
@@ -196,10 +196,11 @@ def predict(cfg: DictConfig) -> int:
     return count
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
+@app("predict")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with reported_to_user():
+        validate(cfg, "predict")
         predict(cfg)
 
 

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate, to_absolute_path
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from src import CONFIG_PATH, resolvers
+from src import resolvers
 from src.data.datamodule import TextDataModule
 from src.errors import ConfigError, reported_to_user
 from src.eval import source_config
@@ -33,6 +32,7 @@ from src.metrics.counts import confusion
 from src.metrics.plots import threshold_curves
 from src.metrics.thresholds import Thresholds, macro_f1, operating_point
 from src.models.module import CHECKPOINT_KEY
+from src.schema import app, validate
 from src.tracking.checkpoint import read_checkpoint
 
 resolvers.register()
@@ -133,10 +133,11 @@ def print_result(result: dict[str, Any]) -> None:
     console.print(f"wrote {result['checkpoint']} (the original is unchanged)", soft_wrap=True)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="thresholds")
+@app("thresholds")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with reported_to_user():
+        validate(cfg, "thresholds")
         choose_thresholds(cfg)
 
 

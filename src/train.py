@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -17,7 +16,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src import CONFIG_PATH, resolvers
+from src import resolvers
 from src.callbacks.curves import TrainingCurves
 from src.callbacks.evaluation import Evaluation
 from src.cv import cross_validate
@@ -26,6 +25,7 @@ from src.export import after_training, check_before_training
 from src.losses.base import build_loss
 from src.models.module import ClassifierModule
 from src.runtime import allow_tf32, keep_large_allocations
+from src.schema import app, validate
 from src.summary import metrics_by_split, print_summary, write_summary
 from src.tracking.checkpoint import AtomicCheckpointIO, RunMetadata, read_metadata
 from src.tracking.mlflow import find_mlflow, flat_params, log_run_config, record_failure, tag_run
@@ -98,6 +98,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dic
     The MLflow run exists from the start, so a job that fails at any point ends FAILED with its error."""
     if cfg.ckpt_path:
         cfg = resume_config(cfg)
+    validate(cfg)  # again: a resumed config has the checkpoint's values, and the Python API composes its own
     refuse_multirun_with_ddp(cfg)
     hub_token = check_before_training(cfg.get("export"))  # a push or registry name that would fail fails now
     keep_large_allocations()
@@ -207,7 +208,7 @@ def metric_value(metrics: dict[str, dict[str, Any]], name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@app("train")
 def main(cfg: DictConfig) -> float | None:
     """Returns the optimized metric to sweepers; in a sweep a failed job returns None and the sweep goes on."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -217,6 +218,7 @@ def main(cfg: DictConfig) -> float | None:
     if failure_file is not None:
         failure_file.unlink(missing_ok=True)  # a job run again into its old dir starts clean
     with reported_to_user(failure_file=failure_file):
+        validate(cfg)  # before any data loads or MLflow run exists
         if cfg.get("cv") and cfg.cv.folds is not None:
             return cross_validate(cfg, overrides())["optimized_metric"]["value"]
         return train(cfg)["optimized_metric"]["value"]

@@ -161,13 +161,18 @@ class OptunaSweeper(Sweeper):
 
     def _composes(self, study: Any, trial: Any, overrides: list[str]) -> bool:
         """A trial whose overrides do not compose (``loss.gamma_neg=2`` with ``loss=bce``, in a space that chooses
-        the loss) fails without a job; launched, it would stop the whole batch."""
+        the loss) or break a rule of src/schema.py fails without a job (and without an MLflow run); launched, the
+        first would stop the whole batch."""
         from optuna.trial import TrialState
 
+        from src.schema import job_problems
+
         try:
-            self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            found = job_problems(self.hydra_context.config_loader.load_sweep_config(self.config, overrides))
         except (HydraException, OmegaConfBaseException) as error:
-            log.warning(f"trial {trial.number} failed without a job, its overrides do not compose: {error}")
+            found = [f"its overrides do not compose: {error}"]
+        if found:
+            log.warning(f"trial {trial.number} failed without a job: {'; '.join(found)}")
             study.tell(trial, state=TrialState.FAIL)
             return False
         return True
