@@ -229,6 +229,8 @@ TARGETS: dict[str, dict[str, Rule]] = {
 ENGINE = NULL | one_of("torch", "onnx")
 QUANTIZE = NULL | one_of("int8")
 SPLIT = one_of("train", "val", "test")
+THRESHOLDS = (NULL | real(ge=0, le=1) | reals(ge=0, le=1) | MAPPING).said(
+    "a threshold in [0, 1], a list of them (one per label) or {top_k: k}")
 
 # rules per key path of each entry point's own config (its groups' nodes are covered by TARGETS)
 APPS: dict[str, dict[str, Rule]] = {
@@ -241,13 +243,17 @@ APPS: dict[str, dict[str, Rule]] = {
         "thresholds.grid": reals(gt=0, lt=1), "export": NULL | MAPPING, "export.mlflow": BOOL,
         "export.registered_model_name": NULL | TEXT, "export.push_to_hub": NULL | TEXT,
         "scheduler": NULL | MAPPING,
+        "calibration": NULL | MAPPING, "calibration.per_label": BOOL, "tune": NULL | MAPPING,
+        "tune.mode": one_of("lr_find", "batch_size"), "tune.min_lr": POSITIVE, "tune.max_lr": POSITIVE,
+        "tune.num_training": COUNT, "tune.max_val": COUNT, "trial": NULL | MAPPING, "trial.storage": NULL | TEXT,
+        "trial.study": NULL | TEXT, "trial.id": NULL | integer(ge=0),
     },
     "eval": {"task_name": TEXT, "ckpt_path": NULL | TEXT, "split": SPLIT, "report": BOOL, "batch_size": COUNT,
-             "precision": _precision()},
+             "precision": _precision(), "thresholds": THRESHOLDS},
     "predict": {
         "ckpt_path": NULL | TEXT, "input": NULL | TEXT, "output": NULL | TEXT, "text_column": TEXT,
         "batch_size": COUNT, "chunk_size": COUNT, "precision": _precision(), "engine": ENGINE, "quantize": QUANTIZE,
-        "max_f1_loss": NULL | NON_NEGATIVE,
+        "max_f1_loss": NULL | NON_NEGATIVE, "thresholds": THRESHOLDS,
         "device": Rule("auto, cpu, cuda, cuda:<index> or mps",
                        lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
     },
