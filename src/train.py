@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import instantiate, to_absolute_path
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -20,6 +20,7 @@ from src import resolvers
 from src.callbacks.curves import TrainingCurves
 from src.callbacks.evaluation import Evaluation
 from src.cv import cross_validate
+from src.distill import Distillation
 from src.errors import ConfigError, reported_to_user
 from src.export import after_training, check_before_training
 from src.losses.base import build_loss
@@ -143,6 +144,9 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [c for c in instantiate_dict(cfg.callbacks) if not refused(c, cfg, loggers)]
     pruning = pruning_callbacks(cfg)
+    if cfg.get("distill") and cfg.distill.teacher:
+        callbacks.append(Distillation(to_absolute_path(cfg.distill.teacher), cfg.distill.alpha,
+                                      cfg.distill.temperature, cache_dir=cfg.paths.cache_dir))
     callbacks += [evaluation, TrainingCurves(report_dir / "training_curves.png" if report_dir else None),
                   RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *pruning,
                   *extra_callbacks]

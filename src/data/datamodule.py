@@ -33,11 +33,14 @@ FEATURES = ("tokens", "embeddings")
 
 
 class TokenizedSplit(Dataset):
-    """Token ids (unpadded, truncated) and 0/1 target rows of one split; items carry their row index."""
+    """Token ids (unpadded, truncated) and 0/1 target rows of one split; items carry their row index. ``rows``: the
+    split's row (text) each item came from, which a sampler's subset repeats or drops (distillation looks texts up
+    by it)."""
 
-    def __init__(self, input_ids: list[np.ndarray], targets: np.ndarray):
+    def __init__(self, input_ids: list[np.ndarray], targets: np.ndarray, rows: np.ndarray | None = None):
         self.input_ids = input_ids
         self.targets = torch.as_tensor(targets)
+        self.rows = np.arange(len(input_ids)) if rows is None else rows
 
     @property
     def lengths(self) -> list[int]:
@@ -47,7 +50,8 @@ class TokenizedSplit(Dataset):
         return len(self.input_ids)
 
     def subset(self, indices: np.ndarray) -> TokenizedSplit:
-        return TokenizedSplit([self.input_ids[i] for i in indices], self.targets[torch.as_tensor(indices)])
+        return TokenizedSplit([self.input_ids[i] for i in indices], self.targets[torch.as_tensor(indices)],
+                              self.rows[np.asarray(indices)])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor, int]:
         return self.input_ids[index], self.targets[index], index
@@ -181,7 +185,7 @@ class TextDataModule(L.LightningDataModule):
         features = self.embeddings.features(name, split.texts, self.tokenizer, self.max_length, self._net,
                                             self._precision, lambda: self.tokenize(split).input_ids,
                                             self.eval_batch_size)
-        return EmbeddedSplit(features, self.label_space.targets(split.labels))
+        return EmbeddedSplit(features, self.label_space.targets(split.labels), np.arange(len(split.texts)))
 
     def resample(self, train: Dataset) -> Dataset:
         """Index samplers pick training rows; feature samplers (SMOTE) make new embeddings."""

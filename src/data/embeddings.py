@@ -29,18 +29,22 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedSplit(Dataset):
-    """Embeddings ``[N, width]`` and 0/1 target rows of one split; items carry their row index."""
+    """Embeddings ``[N, width]`` and 0/1 target rows of one split; items carry their row index. ``rows``: the split's
+    row (text) of each item, None for made-up rows (SMOTE's)."""
 
-    def __init__(self, features: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor):
+    def __init__(self, features: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
+                 rows: np.ndarray | None = None):
         self.features = torch.as_tensor(features, dtype=torch.float32)
         self.targets = torch.as_tensor(targets)
+        self.rows = rows
 
     def __len__(self) -> int:
         return len(self.features)
 
     def subset(self, indices: np.ndarray) -> EmbeddedSplit:
+        rows = None if self.rows is None else self.rows[np.asarray(indices)]
         indices = torch.as_tensor(indices)
-        return EmbeddedSplit(self.features[indices], self.targets[indices])
+        return EmbeddedSplit(self.features[indices], self.targets[indices], rows)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"embeddings": self.features[index], "labels": self.targets[index], "index": index}

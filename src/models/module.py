@@ -45,6 +45,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.train_counts: Counts | None = None
+        self.distill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # src/distill.py
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B, C]`` of a batch of token ids (or of pooled ``embeddings``)."""
@@ -53,6 +54,8 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         loss = self.loss(logits, batch["labels"])
+        if self.distill is not None:
+            loss = self.distill(loss, logits, batch["index"])
         counts = confusion(batch["labels"].bool(), self.labels.decide(self.labels.scores(logits.detach())))
         self.train_counts = counts if self.train_counts is None else self.train_counts + counts
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(logits), prog_bar=True)
