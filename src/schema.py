@@ -218,7 +218,8 @@ TARGETS: dict[str, dict[str, Rule]] = {
     "lightning.pytorch.callbacks.EarlyStopping": {
         "monitor": TEXT, "mode": one_of("min", "max"), "patience": COUNT, "min_delta": NON_NEGATIVE,
     },
-    "src.callbacks.health.TrainingHealth": {"max_bad_steps": integer(ge=0)},
+    "src.callbacks.health.TrainingHealth": {"max_bad_steps": integer(ge=0),
+                                            "max_train_val_gap": NULL | real(ge=0, le=1)},
     "lightning.pytorch.callbacks.LearningRateMonitor": {"logging_interval": NULL | one_of("step", "epoch")},
     "lightning.pytorch.loggers.MLFlowLogger": {"experiment_name": TEXT, "run_id": NULL | TEXT,
                                                "log_model": BOOL | one_of("all")},

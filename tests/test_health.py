@@ -77,3 +77,24 @@ def test_past_the_limit_the_run_stops_with_one_message(tmp_path, tiny_bert):
     with pytest.raises(NonFiniteTraining, match=r"1 optimizer steps had a non-finite loss or gradient \(the last "
                                                 r"at step 2\); stopped\. Lower optim.lr"):
         train(config(tmp_path, tiny_bert, "callbacks.training_health.max_bad_steps=0"))
+
+
+def test_a_train_val_gap_is_warned_about_once(tmp_path, tiny_bert, caplog):
+    """Val rows carry the wrong label (rotated): whatever the model learns widens the gap, and the warning says
+    so once, with both numbers."""
+    import json
+
+    gap = 0.05
+    paths = write_dataset(tmp_path, multilabel=False, rows=192)
+    names = ["anger", "fear", "joy"]
+    rows = [json.loads(line) for line in paths["val"].read_text().splitlines()]
+    paths["val"].write_text("".join(json.dumps({**row, "labels": names[(names.index(row["labels"]) + 1) % 3]}) + "\n"
+                                    for row in rows))
+    cfg = compose_train(tmp_path, quick(tiny_bert, paths, "loss=ce", "trainer.max_epochs=3", "report=false",
+                                       "test=false", "callbacks.early_stopping=null",
+                                       f"callbacks.training_health.max_train_val_gap={gap}"))
+    with caplog.at_level("WARNING", logger="src.callbacks.health"):
+        summary = train(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "overfitting" in r.getMessage()]
+    assert summary["metrics"]["train"]["macro_f1"] - summary["metrics"]["val"]["macro_f1"] > gap
+    assert len(warnings) == 1 and "train macro-F1 is" in warnings[0] and "val macro-F1" in warnings[0]
