@@ -34,3 +34,18 @@ def tiny_bert(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory, tiny_bert):
+    """``tiny_encoder(model_type)``: a tiny random encoder of that architecture with a real tokenizer, made once."""
+    from tests.helpers import save_tiny_encoder
+
+    made = {"bert": tiny_bert}
+
+    def make(model_type: str) -> str:
+        if model_type not in made:
+            made[model_type] = save_tiny_encoder(tmp_path_factory.mktemp(f"tiny-{model_type}"), model_type)
+        return made[model_type]
+
+    return make

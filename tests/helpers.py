@@ -156,3 +156,68 @@ def one_hot(class_ids, num_classes: int):
     import torch
 
     return torch.nn.functional.one_hot(torch.as_tensor(class_ids).long(), num_classes).float()
+
+
+# ---------------------------------------------------------------- tiny encoders of every shipped architecture
+
+#: Each shipped ``model=`` option's encoder (conf/model/*.yaml ``name_or_path``) and its Hugging Face model type.
+SHIPPED_ENCODERS = {
+    "sentence-transformers/all-MiniLM-L6-v2": "bert",
+    "bert-base-uncased": "bert",
+    "distilbert/distilbert-base-uncased": "distilbert",
+    "FacebookAI/roberta-base": "roberta",
+    "FacebookAI/roberta-large": "roberta",
+    "microsoft/deberta-v3-base": "deberta-v2",
+    "microsoft/deberta-v3-large": "deberta-v2",
+}
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 130}
+
+
+def _trained_tokenizer(model_type: str):
+    """A real tokenizer of the architecture's own kind, trained on the keyword datasets' words: byte-level BPE for
+    RoBERTa, a SentencePiece-style unigram model for DeBERTa-v3; the bundled MiniLM WordPiece for BERT-likes."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, DebertaV2Tokenizer, DistilBertTokenizer, RobertaTokenizer
+
+    from src.pretrained import resolve
+
+    corpus = [" ".join(words) for words in WORDS.values()] + [" ".join(FILLER)] * 3
+    if model_type in ("bert", "distilbert"):
+        minilm = resolve("sentence-transformers/all-MiniLM-L6-v2")
+        return AutoTokenizer.from_pretrained(minilm) if model_type == "bert" else DistilBertTokenizer.from_pretrained(
+            minilm)
+    if model_type == "roberta":
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        state = json.loads(bpe.to_str())["model"]
+        merges = [tuple(m) if isinstance(m, list) else tuple(m.split()) for m in state["merges"]]
+        return RobertaTokenizer(vocab=state["vocab"], merges=merges)
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], unk_token="[UNK]"))
+    return DebertaV2Tokenizer(vocab=[tuple(v) for v in json.loads(unigram.to_str())["model"]["vocab"]], unk_id=1)
+
+
+def save_tiny_encoder(directory: Path, model_type: str) -> str:
+    """A 2-layer, 32-wide encoder of ``model_type`` (random weights, the architecture's own config defaults: e.g.
+    DeBERTa-v2's relative attention as DeBERTa-v3 uses it) saved with a real tokenizer; returns the directory."""
+    from transformers import AutoConfig, AutoModel
+
+    tokenizer = _trained_tokenizer(model_type)
+    extra = {"intermediate_size": 64}
+    if model_type == "distilbert":
+        extra = {"hidden_dim": 64}
+    elif model_type == "roberta":
+        extra |= {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": 0, "eos_token_id": 2, "type_vocab_size": 1}
+    elif model_type == "deberta-v2":  # deberta-v3-base's attention settings
+        extra |= {"relative_attention": True, "position_buckets": 16, "max_relative_positions": -1,
+                  "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm", "share_att_key": True,
+                  "position_biased_input": False, "type_vocab_size": 0, "pad_token_id": tokenizer.pad_token_id}
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **TINY, **extra)
+    AutoModel.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -55,6 +55,9 @@ def classifier(
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key} is true or false, got {value!r}")
     encoder = load_encoder(name_or_path, pretrained=pretrained)
+    if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+        raise ConfigError(f"model.pooling=pooler: {encoder.config.model_type} encoders ({name_or_path}) have no "
+                          "pooler layer; use model.pooling=cls, mean or cls_mean.")
     config = LabelwiseConfig(
         encoder=copy.deepcopy(encoder.config), pooling=pooling, classifier_dropout=dropout, head_hidden=hidden,
         base_model=name_or_path, max_seq_length=max_length, **label_fields(labels),
