@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from src.errors import ConfigError
 
@@ -57,12 +60,26 @@ def load_encoder_config(name_or_path: str):
     return _load(AutoConfig.from_pretrained, name_or_path, "model config")
 
 
-def load_encoder(name_or_path: str, pretrained: bool = True):
+def load_encoder(name_or_path: str, pretrained: bool = True, overrides: Mapping[str, Any] | None = None):
     """The bare encoder (no task head). ``pretrained=False`` builds it from its config with random weights
-    (the checkpoint supplies the weights when loading a trained model). Attention uses SDPA where the
-    architecture supports it (transformers' default)."""
+    (the checkpoint supplies the weights when loading a trained model). ``overrides`` set keys of the encoder's own
+    config (``model.encoder_overrides``, e.g. its dropout); a key that config lacks is a ConfigError. Attention
+    uses SDPA where the architecture supports it (transformers' default)."""
     from transformers import AutoModel
 
+    config = load_encoder_config(name_or_path)
+    for key, value in (overrides or {}).items():
+        check_config_key(config, key)
+        setattr(config, key, value)
     if pretrained:
-        return _load(AutoModel.from_pretrained, name_or_path, "model")
-    return AutoModel.from_config(load_encoder_config(name_or_path))
+        return _load(AutoModel.from_pretrained, name_or_path, "model", config=config)
+    return AutoModel.from_config(config)
+
+
+def check_config_key(config, key: str) -> None:
+    """A ConfigError naming ``key``, the model type and the closest keys when ``config`` has no such key."""
+    valid = sorted({*config.to_dict(), *getattr(config, "attribute_map", {})})
+    if key not in valid:
+        close = difflib.get_close_matches(key, valid, n=4, cutoff=0.5) or [k for k in valid if "drop" in k]
+        raise ConfigError(f"model.encoder_overrides.{key}: {config.model_type} encoder configs have no key {key!r}"
+                          f"; close valid keys: {', '.join(close) or 'none'}.")

@@ -40,21 +40,28 @@ def classifier(
     hidden: int = 0,
     freeze_encoder: bool = False,
     fast_dropout: bool = True,
+    gradient_checkpointing: bool = False,
+    encoder_overrides: Mapping[str, Any] | None = None,
     pretrained: bool = True,
 ) -> LabelwiseForSequenceClassification:
     """A classifier on the encoder ``name_or_path`` (a bundled model, a local directory or a hub id), in training
     mode. ``hidden > 0`` puts a hidden GELU layer of that width in the head; ``freeze_encoder`` trains the head only;
     ``fast_dropout`` draws CPU dropout masks the cheap way (src/models/fast_dropout.py; a training-time swap that
-    leaves weights and the saved config alone); ``pretrained=False`` builds the encoder from its config with random
+    leaves weights and the saved config alone); ``gradient_checkpointing`` recomputes the encoder's activations in
+    the backward pass (memory for time); ``encoder_overrides`` set keys of the encoder's own config (e.g. its
+    ``hidden_dropout_prob``); ``pretrained=False`` builds the encoder from its config with random
     weights (tests, or weights that a checkpoint replaces)."""
     if pooling not in POOLINGS:
         raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
     if not isinstance(hidden, int) or hidden < 0:
         raise ConfigError(f"model.hidden is the hidden layer width (0: a linear head), got {hidden!r}")
-    for key, value in (("fast_dropout", fast_dropout), ("freeze_encoder", freeze_encoder)):
+    for key, value in (("fast_dropout", fast_dropout), ("freeze_encoder", freeze_encoder),
+                       ("gradient_checkpointing", gradient_checkpointing)):
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key} is true or false, got {value!r}")
-    encoder = load_encoder(name_or_path, pretrained=pretrained)
+    if not isinstance(encoder_overrides or {}, Mapping):
+        raise ConfigError(f"model.encoder_overrides is a mapping of encoder config keys, got {encoder_overrides!r}")
+    encoder = load_encoder(name_or_path, pretrained=pretrained, overrides=encoder_overrides)
     if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
         raise ConfigError(f"model.pooling=pooler: {encoder.config.model_type} encoders ({name_or_path}) have no "
                           "pooler layer; use model.pooling=cls, mean or cls_mean.")
@@ -66,6 +73,9 @@ def classifier(
     net = LabelwiseForSequenceClassification(config, encoder=encoder).train()
     if freeze_encoder:
         net.encoder.requires_grad_(False)  # the optimizer factory skips frozen parameters
+    if gradient_checkpointing:
+        # non-reentrant: works with frozen embeddings and adapters (no inputs that require grad needed)
+        net.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if fast_dropout:
         use_fast_dropout(net)
     return net
