@@ -12,6 +12,7 @@ import torch
 from src.errors import ConfigError
 from src.labels import LabelSpace
 from src.models.fast_dropout import use_fast_dropout
+from src.models.layers import freeze_lowest
 from src.models.modeling_labelwise import POOLINGS, LabelwiseConfig, LabelwiseForSequenceClassification
 from src.pretrained import load_encoder
 
@@ -40,12 +41,14 @@ def classifier(
     hidden: int = 0,
     freeze_encoder: bool = False,
     fast_dropout: bool = True,
+    freeze_layers: int | None = None,
     gradient_checkpointing: bool = False,
     encoder_overrides: Mapping[str, Any] | None = None,
     pretrained: bool = True,
 ) -> LabelwiseForSequenceClassification:
     """A classifier on the encoder ``name_or_path`` (a bundled model, a local directory or a hub id), in training
     mode. ``hidden > 0`` puts a hidden GELU layer of that width in the head; ``freeze_encoder`` trains the head only;
+    ``freeze_layers=N`` freezes the embeddings and the lowest N layers (src/models/layers.py);
     ``fast_dropout`` draws CPU dropout masks the cheap way (src/models/fast_dropout.py; a training-time swap that
     leaves weights and the saved config alone); ``gradient_checkpointing`` recomputes the encoder's activations in
     the backward pass (memory for time); ``encoder_overrides`` set keys of the encoder's own config (e.g. its
@@ -73,6 +76,8 @@ def classifier(
     net = LabelwiseForSequenceClassification(config, encoder=encoder).train()
     if freeze_encoder:
         net.encoder.requires_grad_(False)  # the optimizer factory skips frozen parameters
+    if freeze_layers is not None:
+        freeze_lowest(net.encoder, freeze_layers)
     if gradient_checkpointing:
         # non-reentrant: works with frozen embeddings and adapters (no inputs that require grad needed)
         net.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -8,6 +8,9 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
+from src.errors import ConfigError
+from src.models.layers import depth_groups
+
 
 def adamw(
     *,
@@ -16,16 +19,29 @@ def adamw(
     lr: float,
     weight_decay: float = 0.01,
     head_lr_multiplier: float = 1.0,
+    layer_decay: float = 1.0,
     betas: Sequence[float] = (0.9, 0.999),
     eps: float = 1e-8,
     fused: bool = True,
 ) -> torch.optim.AdamW:
     """AdamW with no weight decay on biases and normalisation weights (every 1-D parameter), and the
     freshly initialised head at ``lr * head_lr_multiplier``; the fused implementation unless ``fused=False``
-    (needed under fp16 loss scaling, where gradients must be unscaled before clipping)."""
+    (needed under fp16 loss scaling, where gradients must be unscaled before clipping).
+
+    ``layer_decay < 1`` is layer-wise learning-rate decay: the encoder's top layer trains at ``lr``, each layer
+    below at ``layer_decay`` times the one above, the embeddings (depth 0, src/models/layers.py) lowest at
+    ``lr * layer_decay ** L`` for L layers."""
+    if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
+        raise ConfigError(f"optim.layer_decay must be in (0, 1] (1: no decay), got {layer_decay!r}")
+    if layer_decay == 1:
+        blocks = [(list(encoder.parameters()), lr)]
+    else:
+        depths = depth_groups(encoder, "optim.layer_decay")
+        top = len(depths) - 1
+        blocks = [([p for _, p in group], lr * layer_decay ** (top - depth)) for depth, group in enumerate(depths)]
     groups = []
-    for module, group_lr in ((encoder, lr), (head, lr * head_lr_multiplier)):
-        params = [p for p in module.parameters() if p.requires_grad]
+    for params, group_lr in (*blocks, (list(head.parameters()), lr * head_lr_multiplier)):
+        params = [p for p in params if p.requires_grad]
         groups.append(
             {"params": [p for p in params if p.ndim >= 2], "lr": group_lr, "weight_decay": weight_decay}
         )
