@@ -13,6 +13,8 @@ from src.errors import ConfigError
 from src.labels import LabelSpace
 from src.models.fast_dropout import use_fast_dropout
 from src.models.layers import freeze_lowest
+from src.models.lora import PEFT_METHODS, add_adapters, merge
+from src.models.lora import settings as lora_settings
 from src.models.modeling_labelwise import POOLINGS, LabelwiseConfig, LabelwiseForSequenceClassification
 from src.pretrained import load_encoder
 
@@ -44,6 +46,8 @@ def classifier(
     freeze_layers: int | None = None,
     gradient_checkpointing: bool = False,
     encoder_overrides: Mapping[str, Any] | None = None,
+    peft: str | None = None,
+    lora: Mapping[str, Any] | None = None,
     pretrained: bool = True,
 ) -> LabelwiseForSequenceClassification:
     """A classifier on the encoder ``name_or_path`` (a bundled model, a local directory or a hub id), in training
@@ -52,7 +56,8 @@ def classifier(
     ``fast_dropout`` draws CPU dropout masks the cheap way (src/models/fast_dropout.py; a training-time swap that
     leaves weights and the saved config alone); ``gradient_checkpointing`` recomputes the encoder's activations in
     the backward pass (memory for time); ``encoder_overrides`` set keys of the encoder's own config (e.g. its
-    ``hidden_dropout_prob``); ``pretrained=False`` builds the encoder from its config with random
+    ``hidden_dropout_prob``); ``peft="lora"`` trains LoRA adapters (settings ``lora``, src/models/lora.py) and the head
+    instead of the encoder; ``pretrained=False`` builds the encoder from its config with random
     weights (tests, or weights that a checkpoint replaces)."""
     if pooling not in POOLINGS:
         raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -64,6 +69,11 @@ def classifier(
             raise ConfigError(f"model.{key} is true or false, got {value!r}")
     if not isinstance(encoder_overrides or {}, Mapping):
         raise ConfigError(f"model.encoder_overrides is a mapping of encoder config keys, got {encoder_overrides!r}")
+    if peft not in PEFT_METHODS:
+        raise ConfigError(f"model.peft must be null or lora, got {peft!r}")
+    if peft and freeze_encoder:
+        raise ConfigError("model.peft=lora trains adapters inside the encoder: it cannot go with "
+                          "model.freeze_encoder=true (which trains the head only)")
     encoder = load_encoder(name_or_path, pretrained=pretrained, overrides=encoder_overrides)
     if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
         raise ConfigError(f"model.pooling=pooler: {encoder.config.model_type} encoders ({name_or_path}) have no "
@@ -76,11 +86,14 @@ def classifier(
     net = LabelwiseForSequenceClassification(config, encoder=encoder).train()
     if freeze_encoder:
         net.encoder.requires_grad_(False)  # the optimizer factory skips frozen parameters
-    if freeze_layers is not None:
-        freeze_lowest(net.encoder, freeze_layers)
     if gradient_checkpointing:
         # non-reentrant: works with frozen embeddings and adapters (no inputs that require grad needed)
         net.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if peft:
+        net.config.lora = lora_settings(net.encoder, **(lora or {}))
+        net.encoder = add_adapters(net.encoder, net.config.lora)
+    if freeze_layers is not None:
+        freeze_lowest(net.encoder, freeze_layers)
     if fast_dropout:
         use_fast_dropout(net)
     return net
@@ -89,10 +102,14 @@ def classifier(
 def from_stored(config: Mapping[str, Any],
                 state_dict: Mapping[str, torch.Tensor]) -> LabelwiseForSequenceClassification:
     """The model a checkpoint describes, in eval mode: built from its stored config (no pretrained weights are
-    read), then given its weights; a ConfigError naming the missing weights otherwise."""
+    read), then given its weights; a ConfigError naming the missing weights otherwise. LoRA adapters are merged
+    into the encoder's weights (the same logits; a plain model to evaluate, predict with and export)."""
     net = LabelwiseForSequenceClassification(LabelwiseConfig.from_dict(dict(config)))
+    if getattr(net.config, "lora", None):
+        net.encoder = add_adapters(net.encoder, net.config.lora)
     missing, unexpected = net.load_state_dict(dict(state_dict), strict=False)
     if missing or unexpected:
         raise ConfigError(f"the checkpoint's weights do not fit the model it describes (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}); it was probably written by another program")
+    merge(net)
     return net.eval()
