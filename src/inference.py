@@ -26,7 +26,7 @@ from src.models.modeling_labelwise import LabelwiseConfig, LabelwiseForSequenceC
 from src.models.module import CHECKPOINT_KEY
 from src.pretrained import load_tokenizer
 from src.runtime import fast_precision, pad_multiple
-from src.tracking.checkpoint import read_checkpoint
+from src.tracking.checkpoint import is_deepspeed_checkpoint, read_checkpoint
 
 ENGINES = ("torch", "onnx")
 # An export's config.json names model_type "labelwise" with remote code (auto_map): known locally, loading its config
@@ -83,11 +83,12 @@ class Predictor:
             onnx_engine.require_onnx("engine=onnx")
         if onnx_dir:
             return cls.from_onnx_export(path, engine, quantize)
-        if path.is_dir() and not (path / "config.json").is_file():
+        export_dir = path.is_dir() and not is_deepspeed_checkpoint(path)  # a DeepSpeed checkpoint is a directory
+        if export_dir and not (path / "config.json").is_file():
             raise ConfigError(f"{path}: a directory, but neither a Hugging Face export (config.json) nor an ONNX "
                               "export (model.onnx). Pass a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt) or a "
                               "directory written by python -m src.export.")
-        predictor = cls.from_pretrained(path, device) if path.is_dir() else cls.from_checkpoint(path, device)
+        predictor = cls.from_pretrained(path, device) if export_dir else cls.from_checkpoint(path, device)
         if engine == "torch":
             return predictor
         return onnx_engine.load_onnx(onnx_engine.cached_export(predictor, path, quantize, cache_dir, max_f1_loss))

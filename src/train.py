@@ -3,12 +3,14 @@ summarise."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate, to_absolute_path
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
@@ -91,6 +93,27 @@ def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
         )
 
 
+def check_strategy(cfg: DictConfig) -> None:
+    """``strategy=deepspeed``/``fsdp`` where they cannot run, refused before any work: DeepSpeed without its package,
+    either on a CPU (Lightning refuses both there), DeepSpeed with clipping by value (it clips by norm only)."""
+    strategy = cfg.trainer.get("strategy")
+    target = str(strategy.get("_target_", "")) if isinstance(strategy, DictConfig) else str(strategy)
+    name = "deepspeed" if "deepspeed" in target.lower() else "fsdp" if "fsdp" in target.lower() else None
+    if name is None:
+        return
+    if name == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError('strategy=deepspeed needs the deepspeed package: pip install -e ".[deepspeed]" (on a '
+                          "machine with CUDA GPUs).")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        where = "trainer.accelerator=cpu" if accelerator == "cpu" else "this machine has no CUDA GPU"
+        raise ConfigError(f"strategy={name} runs on GPUs only and {where}. On CPUs use strategy=ddp (several "
+                          "processes, gloo) or strategy=auto.")
+    if name == "deepspeed" and cfg.trainer.get("gradient_clip_algorithm") == "value":
+        raise ConfigError("trainer.gradient_clip_algorithm=value: DeepSpeed clips by norm only (its gradient_clipping "
+                          "is trainer.gradient_clip_val); drop the key or set it to norm.")
+
+
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dict[str, str] | None = None
           ) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; returns (and writes) the run summary.
@@ -101,6 +124,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dic
         cfg = resume_config(cfg)
     validate(cfg)  # again: a resumed config has the checkpoint's values, and the Python API composes its own
     refuse_multirun_with_ddp(cfg)
+    check_strategy(cfg)
     hub_token = check_before_training(cfg.get("export"))  # a push or registry name that would fail fails now
     keep_large_allocations()
     allow_tf32()

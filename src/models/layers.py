@@ -61,3 +61,11 @@ def freeze_lowest(encoder: nn.Module, layers: int) -> None:
     for group in groups[: layers + 1]:
         for _, parameter in group:
             parameter.requires_grad_(False)
+
+
+def fsdp_wrap_layers(module: nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
+    """FSDP auto-wrap policy (``strategy=fsdp``): one sharded unit per encoder layer, of any architecture
+    (transformers' layers are all ``GradientCheckpointingLayer``); the rest goes into the root unit."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return recurse or isinstance(module, GradientCheckpointingLayer)

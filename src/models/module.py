@@ -8,11 +8,14 @@ the report, in the same pass.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from src.labels import LabelSpace
 from src.losses.base import Loss
@@ -24,6 +27,9 @@ CHECKPOINT_KEY = "labelwise"
 #: Version of the checkpoint layout: 2 = the model artifact's config and weights under ``net.``.
 CHECKPOINT_FORMAT = 2
 MODEL_INPUTS = ("input_ids", "attention_mask", "embeddings")
+# Lightning warns that an overridden clipping hook does not clip under DeepSpeed: ours leaves clipping to DeepSpeed's
+# engine there, which clips by trainer.gradient_clip_val (see configure_gradient_clipping)
+warnings.filterwarnings("ignore", message="Since DeepSpeed handles gradient clipping internally")
 
 
 class ClassifierModule(L.LightningModule):
@@ -102,22 +108,34 @@ class ClassifierModule(L.LightningModule):
         return getattr(self.trainer.precision_plugin, "scaler", None)
 
     def configure_optimizers(self):
-        # fp16 loss scaling: Lightning must unscale before clipping, which a fused optimizer does not allow
+        # fp16 loss scaling: Lightning must unscale before clipping, which a fused optimizer does not allow;
+        # ZeRO-Offload steps the optimizer on the CPU, with DeepSpeed's own CPU Adam
         optimizer = self.optimizer_factory(encoder=self.net.encoder, head=self.net.head,
-                                           fused=self._grad_scaler() is None)
+                                           fused=self._grad_scaler() is None, offload=self._offloads_optimizer())
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total_steps)}
 
+    def _offloads_optimizer(self) -> bool:
+        strategy = self.trainer.strategy
+        return isinstance(strategy, DeepSpeedStrategy) and bool(
+            strategy.config.get("zero_optimization", {}).get("offload_optimizer"))
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Without a grad scaler (fp32, bf16) gradients are already real-valued: clip them directly, which
         Lightning's mixed-precision plugin refuses to do for fused optimizers. Under fp16 Lightning unscales
-        first, then clips (never clip scaled gradients)."""
+        first, then clips (never clip scaled gradients). DeepSpeed clips inside its engine (Lightning passes
+        ``trainer.gradient_clip_val`` as its ``gradient_clipping``; the gradients are not in the parameters here);
+        under FSDP the norm is the sharded root module's, over all ranks' shards."""
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy):
+            return
         if not gradient_clip_val or self._grad_scaler() is not None:
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        elif isinstance(self.trainer.model, FullyShardedDataParallel):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
         else:
             clip_grad_norm(self.parameters(), gradient_clip_val)
 

@@ -21,6 +21,9 @@ from src.io import atomic_path
 from src.models.module import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from src.tracking.mlflow import find_mlflow
 
+#: The consolidated one-file checkpoint that :func:`consolidated` writes inside a DeepSpeed checkpoint directory.
+CONSOLIDATED = "consolidated.ckpt"
+
 
 class RunMetadata(L.Callback):
     """Adds the run's config (resolved, and unresolved for resume) and MLflow run id to every checkpoint."""
@@ -50,8 +53,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A labelwise checkpoint (tensors memory-mapped, ``weights_only``), converted from the 0.1 layout if needed; one
-    clear ConfigError for a wrong path, a truncated or corrupt file, or a foreign one."""
+    clear ConfigError for a wrong path, a truncated or corrupt file, or a foreign one. A DeepSpeed checkpoint
+    directory is read through its consolidated file (:func:`consolidated`)."""
     path = Path(path).expanduser()
+    if is_deepspeed_checkpoint(path):
+        path = consolidated(path)
     if not path.is_file():
         what = "a directory, not a checkpoint file" if path.is_dir() else "no such file"
         raise ConfigError(f"ckpt_path={path}: {what}. Pass the path of a .ckpt file "
@@ -68,6 +74,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if "format" not in checkpoint[CHECKPOINT_KEY]:
         checkpoint = from_first_layout(checkpoint)
     return checkpoint
+
+
+def is_deepspeed_checkpoint(path: Path) -> bool:
+    """A checkpoint as Lightning's DeepSpeed strategy writes it: ``<name>.ckpt/checkpoint/*model_states.pt``."""
+    return path.is_dir() and any(path.glob("*/*model_states.pt"))
+
+
+def consolidated(directory: Path) -> Path:
+    """The one-file checkpoint of a DeepSpeed (ZeRO) checkpoint directory: its shards gathered into fp32 weights with
+    Lightning's state beside them (``lightning.pytorch.utilities.deepspeed``), written once as ``CONSOLIDATED`` inside
+    the directory and reused while it is newer than the shards. Converting needs the deepspeed package."""
+    target = directory / CONSOLIDATED
+    newest_shard = max(shard.stat().st_mtime_ns for shard in directory.glob("*/*.pt"))
+    if target.is_file() and target.stat().st_mtime_ns >= newest_shard:
+        return target
+    from lightning.pytorch.utilities.deepspeed import _DEEPSPEED_AVAILABLE, convert_zero_checkpoint_to_fp32_state_dict
+
+    if not _DEEPSPEED_AVAILABLE:
+        raise ConfigError(
+            f"ckpt_path={directory} is a DeepSpeed checkpoint directory; reading it gathers its shards into one file, "
+            "which needs deepspeed (pip install -e \".[deepspeed]\"). Where deepspeed is installed, run once: "
+            "python -c \"from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict"
+            f" as c; c('{directory}', '{target}')\" and pass the same ckpt_path again.")
+    with atomic_path(target) as temporary:
+        convert_zero_checkpoint_to_fp32_state_dict(directory, temporary)
+    return target
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
