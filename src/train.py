@@ -85,12 +85,21 @@ def resume_config(cfg: DictConfig) -> DictConfig:
 def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
     strategy = cfg.trainer.get("strategy")
     multi_process = isinstance(strategy, DictConfig) and cfg.trainer.get("devices") not in (1, "1")
-    if multi_process and in_multirun():
+    if multi_process and in_multirun() and not slurm_starts_the_ranks(cfg):
         raise ConfigError(
-            "--multirun cannot be combined with a multi-process strategy (ddp/deepspeed on several devices): "
+            "--multirun cannot be combined with a multi-process strategy (ddp/fsdp/deepspeed on several devices): "
             "Lightning relaunches the command line once per rank, which would start the sweep again per rank. "
-            "Run the sweep with strategy=auto, or launch each DDP run on its own."
+            "Run the sweep with strategy=auto, launch each DDP run on its own, or let SLURM start the ranks "
+            "(hydra/launcher=submitit_slurm with hydra.launcher.tasks_per_node = trainer.devices)."
         )
+
+
+def slurm_starts_the_ranks(cfg: DictConfig) -> bool:
+    """A sweep on the submitit SLURM launcher with one task per device: SLURM starts every rank of each job, and
+    Lightning (which detects SLURM) joins them instead of relaunching the command line."""
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    return "SlurmLauncher" in str(launcher.get("_target_", "")) and \
+        str(launcher.get("tasks_per_node")) == str(cfg.trainer.get("devices"))
 
 
 def check_strategy(cfg: DictConfig) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from src.errors import ConfigError
@@ -19,8 +20,8 @@ from src.labels import LabelSpace
 from src.models.build import classifier
 from src.models.layers import fsdp_wrap_layers
 from src.tracking.checkpoint import CONSOLIDATED, read_checkpoint
-from src.train import train
-from tests.helpers import QUIET, compose_train, on_tiny, run_cli, runs_in, tiny_data_args, write_dataset
+from src.train import refuse_multirun_with_ddp, train
+from tests.helpers import CONF, QUIET, compose_train, on_tiny, run_cli, runs_in, tiny_data_args, write_dataset
 
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 LABELS = LabelSpace("multilabel", ("joy", "anger", "fear"), (5, 3, 1), 8)
@@ -143,3 +144,34 @@ def test_deepspeed_zero2_end_to_end_on_a_gpu(tmp_path, tiny_bert):
     assert best.is_dir()
     run_cli(tmp_path, f"ckpt_path={best}", "format=hf", f"output_dir={tmp_path / 'hf'}", module="src.export")
     assert (best / CONSOLIDATED).is_file()
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+@pytest.fixture
+def sweep_job():
+    """Makes a composed config the current Hydra job's, in a multirun; restores no job afterwards."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    def job(overrides: list[str]):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.mode = RunMode.MULTIRUN
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield job
+    HydraConfig.instance().cfg = None
+
+
+def test_a_sweep_of_multi_process_runs_only_when_slurm_starts_the_ranks(sweep_job):
+    slurm = ["strategy=ddp", "hydra/launcher=submitit_slurm"]
+    refuse_multirun_with_ddp(sweep_job([*slurm, "hydra.launcher.tasks_per_node=2"]))  # 2 devices, 2 tasks: allowed
+    for overrides in (["strategy=ddp"], [*slurm, "hydra.launcher.tasks_per_node=1"]):
+        with pytest.raises(ConfigError, match="--multirun cannot be combined with a multi-process strategy.*"
+                                              "tasks_per_node = trainer.devices"):
+            refuse_multirun_with_ddp(sweep_job(overrides))
