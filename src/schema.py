@@ -172,6 +172,8 @@ TARGETS: dict[str, dict[str, Rule]] = {
     "src.models.build.classifier": {
         "name_or_path": TEXT, "pooling": one_of("mean", "cls", "cls_mean", "pooler"), "dropout": real(ge=0, lt=1),
         "hidden": integer(ge=0), "freeze_encoder": BOOL, "fast_dropout": BOOL, "pretrained": BOOL,
+        "freeze_layers": NULL | integer(ge=0), "gradient_checkpointing": BOOL, "encoder_overrides": MAPPING,
+        "peft": NULL | one_of("lora"), "lora": MAPPING,
     },
     "src.losses.bce.BinaryCrossEntropy": {
         "pos_weight": NULL | one_of("auto") | reals(gt=0), "max_pos_weight": POSITIVE, "weight": NULL | reals(ge=0),
@@ -189,7 +191,7 @@ TARGETS: dict[str, dict[str, Rule]] = {
     "src.losses.class_balanced.ClassBalancedLoss": {"beta": real(ge=0, lt=1)},
     "src.models.optimization.adamw": {
         "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "head_lr_multiplier": POSITIVE,
-        "betas": reals(ge=0, lt=1, length=2), "eps": POSITIVE,
+        "betas": reals(ge=0, lt=1, length=2), "eps": POSITIVE, "layer_decay": real(gt=0, le=1),
     },
     "src.models.optimization.warmup_schedule": {
         "name": one_of("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
@@ -220,11 +222,17 @@ TARGETS: dict[str, dict[str, Rule]] = {
     },
     "src.callbacks.health.TrainingHealth": {"max_bad_steps": integer(ge=0),
                                             "max_train_val_gap": NULL | real(ge=0, le=1)},
+    "src.callbacks.unfreezing.GradualUnfreezing": {"every_n_epochs": COUNT},
     "lightning.pytorch.callbacks.LearningRateMonitor": {"logging_interval": NULL | one_of("step", "epoch")},
     "lightning.pytorch.loggers.MLFlowLogger": {"experiment_name": TEXT, "run_id": NULL | TEXT,
                                                "log_model": BOOL | one_of("all")},
     "lightning.pytorch.strategies.DDPStrategy": {"find_unused_parameters": BOOL},
-    "lightning.pytorch.strategies.DeepSpeedStrategy": {"stage": one_of(0, 1, 2, 3), "offload_optimizer": BOOL},
+    "lightning.pytorch.strategies.DeepSpeedStrategy": {"stage": one_of(0, 1, 2, 3), "offload_optimizer": BOOL,
+                                                       "offload_parameters": BOOL},
+    "lightning.pytorch.strategies.FSDPStrategy": {
+        "sharding_strategy": one_of("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"),
+        "state_dict_type": one_of("full", "sharded"), "use_orig_params": BOOL, "cpu_offload": BOOL,
+    },
 }
 
 ENGINE = NULL | one_of("torch", "onnx")
@@ -248,6 +256,8 @@ APPS: dict[str, dict[str, Rule]] = {
         "tune.mode": one_of("lr_find", "batch_size"), "tune.min_lr": POSITIVE, "tune.max_lr": POSITIVE,
         "tune.num_training": COUNT, "tune.max_val": COUNT, "trial": NULL | MAPPING, "trial.storage": NULL | TEXT,
         "trial.study": NULL | TEXT, "trial.id": NULL | integer(ge=0),
+        "model.lora.r": COUNT, "model.lora.alpha": POSITIVE, "model.lora.dropout": real(ge=0, lt=1),
+        "model.lora.target_modules": NULL | texts(),
     },
     "eval": {"task_name": TEXT, "ckpt_path": NULL | TEXT, "split": SPLIT, "report": BOOL, "batch_size": COUNT,
              "precision": _precision(), "thresholds": THRESHOLDS},
