@@ -2,16 +2,19 @@
 
 Scores a labelled split once (the validation split the model was trained with by default), chooses thresholds by the
 policy (:func:`src.metrics.thresholds.operating_point`) and writes a new checkpoint with them beside the old one,
-which is never modified: ``src.eval``, ``src.predict`` and ``src.export`` of the new file use the new operating
-point. The output directory gets ``thresholds.json`` (per-label thresholds, precision, recall and F1 on the split,
-before and after) and ``thresholds.png`` (each label's precision / recall / F1 against the threshold, both operating
-points marked).
+which is never modified (for an export directory, Hugging Face or ONNX, which carries no training data so
+``data=...`` is needed, a new directory beside it, its model card's thresholds section rewritten): ``src.eval``,
+``src.predict`` and ``src.export`` of the new model use the new operating point. The output directory gets
+``thresholds.json`` (per-label thresholds, precision, recall and F1 on the split, before and after) and
+``thresholds.png`` (each label's precision / recall / F1 against the threshold, both operating points marked).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +30,26 @@ from src.data.datamodule import TextDataModule
 from src.errors import ConfigError, reported_to_user
 from src.eval import source_config
 from src.inference import Predictor
-from src.io import atomic_path, write_json
+from src.io import atomic_directory, atomic_path, write_json
 from src.metrics.counts import confusion
 from src.metrics.plots import threshold_curves
 from src.metrics.thresholds import Thresholds, macro_f1, operating_point
+from src.model_card import thresholds_section
 from src.models.module import CHECKPOINT_KEY
+from src.onnx_engine import INFO_FILE
 from src.schema import app, validate
 from src.tracking.checkpoint import read_checkpoint
 
 resolvers.register()
+CARD_SECTION = "## Labels and decision thresholds"
 
 
 def split_to_tune(cfg: DictConfig, predictor: Predictor) -> tuple[list[str], np.ndarray]:
     """Texts and 0/1 targets of ``cfg.split``: of ``data=...`` when given, else of the checkpoint's own data with
     the validation split carved from train as in training (same fraction and seed)."""
+    if not cfg.get("data") and "data" not in predictor.metadata.get("config", {}):
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: an export carries no training data to tune on. Pass the "
+                          "labelled data, e.g. data=jsonl data.source.train=val.jsonl split=train.")
     stored = predictor.metadata.get("config", {}).get("data", {})
     carve = None if cfg.get("data") else stored.get("val_fraction")
     datamodule = TextDataModule(instantiate(source_config(cfg, predictor), _convert_="all"),
@@ -75,12 +84,40 @@ def per_label(names, targets: np.ndarray, decisions: np.ndarray, thresholds: Thr
                                            counts.support)]
 
 
+def write_model(source: Path, output: Path, predictor: Predictor, chosen: Thresholds) -> None:
+    """The model at ``source`` with ``chosen`` thresholds, written (atomically) to ``output``: a checkpoint, or a copy
+    of an export directory with the thresholds in its config (``config.json``; ``labelwise.json`` of an ONNX export)
+    and its model card's thresholds section."""
+    if source.is_file():
+        checkpoint = read_checkpoint(source)
+        checkpoint[CHECKPOINT_KEY]["net_config"]["thresholds"] = chosen.to_dict()
+        with atomic_path(output) as temporary:
+            torch.save(checkpoint, temporary)
+        return
+    predictor.net.config.thresholds = chosen.to_dict()
+    with atomic_directory(output) as temporary:
+        shutil.copytree(source, temporary, dirs_exist_ok=True)
+        for name in ("config.json", INFO_FILE):
+            if (temporary / name).is_file():
+                content = json.loads((temporary / name).read_text())
+                for holder in (content, content.get("config")):
+                    if isinstance(holder, dict) and "thresholds" in holder:
+                        holder["thresholds"] = chosen.to_dict()
+                write_json(temporary / name, content)
+        card = temporary / "README.md"
+        if card.is_file():
+            text = card.read_text()
+            start, end = text.find(CARD_SECTION), text.find("\n## ", text.find(CARD_SECTION) + len(CARD_SECTION))
+            if start >= 0 and end >= 0:
+                card.write_text(f"{text[:start]}{CARD_SECTION}\n\n{thresholds_section(predictor)}\n{text[end:]}")
+
+
 def choose_thresholds(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.ckpt_path:
         raise ConfigError("ckpt_path is required: python -m src.thresholds ckpt_path=<run dir>/checkpoints/<name>.ckpt "
                           "policy=precision_at_least value=0.8")
     ckpt_path = Path(to_absolute_path(str(cfg.ckpt_path))).expanduser()
-    predictor = Predictor.from_checkpoint(ckpt_path)
+    predictor = Predictor.load(ckpt_path)
     space = predictor.labels
     if not space.thresholded:
         raise ConfigError(f"ckpt_path={ckpt_path}: a multi-class model decides by arg-max; thresholds apply to "
@@ -92,10 +129,7 @@ def choose_thresholds(cfg: DictConfig) -> dict[str, Any]:
     chosen = operating_point(scores, targets, cfg.policy, value, cfg.scope, space.names)
     before = predictor.thresholds
 
-    checkpoint = read_checkpoint(ckpt_path)
-    checkpoint[CHECKPOINT_KEY]["net_config"]["thresholds"] = chosen.to_dict()
-    with atomic_path(output) as temporary:
-        torch.save(checkpoint, temporary)
+    write_model(ckpt_path, output, predictor, chosen)
 
     out_dir = Path(cfg.paths.output_dir)
     result = {"checkpoint": str(output), "from": str(ckpt_path), "split": cfg.split, "rows": len(texts),

@@ -54,3 +54,57 @@ def test_bad_requests_get_one_clear_message(trained):
     ):
         result = run_cli(directory, *args, module="src.thresholds", check=False)
         assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["hf", "onnx"])
+def test_an_export_directory_gets_a_new_directory_beside_it(trained, kind):
+    """An export carries no training data: tuned on a file given with data=...; the new directory's config, model
+    card and predictions use the new rule, the old directory is untouched."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from src.export import write_export
+    from src.thresholds import choose_thresholds
+    from tests.helpers import CONF
+
+    if kind == "onnx":
+        pytest.importorskip("onnxruntime", reason="pip install -e '.[onnx]'")
+    directory, checkpoint, _ = trained
+    export = directory / f"export-{kind}"
+    export.mkdir()
+    write_export(Predictor.from_checkpoint(checkpoint), checkpoint, export, kind, str(export))
+    before = {path.name: digest(path) for path in export.iterdir() if path.is_file()}
+    overrides = [f"ckpt_path={export}", "policy=top_k", "value=1", "data=jsonl",
+                 f"data.source.train={directory / 'val.jsonl'}", "split=train"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="thresholds", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(directory / f"op-{kind}")
+
+    choose_thresholds(cfg)
+
+    new = directory / f"export-{kind}.top_k_1"
+    assert {path.name: digest(path) for path in export.iterdir() if path.is_file()} == before
+    predictor = Predictor.load(new)
+    assert predictor.thresholds.top_k == 1
+    assert all(len(record["labels"]) == 1 for record in predictor.predict(["sunny party", "dark and scary"]))
+    assert "its 1 best-scoring labels" in (new / "README.md").read_text()
+    assert "its 1 best-scoring labels" not in (export / "README.md").read_text()
+
+
+def test_an_export_without_data_is_one_clear_message(trained):
+    from hydra import compose, initialize_config_dir
+
+    from src.errors import ConfigError
+    from src.export import write_export
+    from src.thresholds import choose_thresholds
+    from tests.helpers import CONF
+
+    directory, checkpoint, _ = trained
+    export = directory / "export-nodata"
+    export.mkdir()
+    write_export(Predictor.from_checkpoint(checkpoint), checkpoint, export, "hf", str(export))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="thresholds", overrides=[f"ckpt_path={export}", "policy=top_k", "value=1"])
+    with pytest.raises(ConfigError, match="an export carries no training data"):
+        choose_thresholds(cfg)
