@@ -14,6 +14,8 @@ from src.errors import ConfigError
 from src.export import export_hf
 from src.inference import Predictor
 from src.labels import LabelSpace
+from src.losses.asymmetric import AsymmetricLoss
+from src.losses.bce import BinaryCrossEntropy
 from src.models.build import classifier
 from src.models.fast_dropout import ATTENTION
 from src.train import train
@@ -90,3 +92,17 @@ def test_deberta_under_bf16_autocast_keeps_the_loss_in_fp32(tmp_path, tiny_encod
     summary = train(cfg, extra_callbacks=[dtypes])
     assert dtypes.dtypes == {torch.float32}
     assert math.isfinite(summary["metrics"]["train"]["loss"])
+
+
+@pytest.mark.parametrize("loss", [BinaryCrossEntropy(), AsymmetricLoss()], ids=["bce", "asymmetric"])
+def test_fp16_logits_give_an_fp32_loss(tiny_encoder, loss):
+    """Under fp16 autocast (Lightning turns 16-mixed into bf16 on a CPU, so torch's autocast is used directly) the
+    head's logits are fp16; the losses compute in fp32, where large DeBERTa logits cannot overflow."""
+    net = classifier(tiny_encoder("deberta-v2"), labels=LABELS, pooling="cls")
+    input_ids = torch.tensor([[2, 11, 18, 6, 3], [2, 11, 3, 0, 0]])
+    with torch.autocast("cpu", dtype=torch.float16):
+        logits = net(input_ids, (input_ids != 0).long()).logits
+        value = loss(logits * 3000, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    assert logits.dtype == torch.float16 and value.dtype == torch.float32
+    value.backward()
+    assert torch.isfinite(value) and all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
