@@ -38,7 +38,7 @@ from src.model_card import thresholds_section
 from src.models.module import CHECKPOINT_KEY
 from src.onnx_engine import INFO_FILE
 from src.schema import app, validate
-from src.tracking.checkpoint import read_checkpoint
+from src.tracking.checkpoint import is_deepspeed_checkpoint, read_checkpoint
 
 resolvers.register()
 CARD_SECTION = "## Labels and decision thresholds"
@@ -87,8 +87,8 @@ def per_label(names, targets: np.ndarray, decisions: np.ndarray, thresholds: Thr
 def write_model(source: Path, output: Path, predictor: Predictor, chosen: Thresholds) -> None:
     """The model at ``source`` with ``chosen`` thresholds, written (atomically) to ``output``: a checkpoint, or a copy
     of an export directory with the thresholds in its config (``config.json``; ``labelwise.json`` of an ONNX export)
-    and its model card's thresholds section."""
-    if source.is_file():
+    and its model card's thresholds section. A DeepSpeed checkpoint directory gives a one-file checkpoint."""
+    if source.is_file() or is_deepspeed_checkpoint(source):
         checkpoint = read_checkpoint(source)
         checkpoint[CHECKPOINT_KEY]["net_config"]["thresholds"] = chosen.to_dict()
         with atomic_path(output) as temporary:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from src.errors import ConfigError
 from src.inference import Predictor
@@ -133,6 +134,22 @@ def test_a_zero_directory_is_read_through_its_consolidated_file(tmp_path, traine
         read_checkpoint(directory)
 
 
+def test_thresholds_of_a_zero_directory_are_written_as_one_checkpoint_file(tmp_path, trained):
+    from src.thresholds import choose_thresholds
+
+    directory = zero_directory(tmp_path, trained)
+    shutil.copy(trained, directory / CONSOLIDATED)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="thresholds", overrides=[f"ckpt_path={directory}", "policy=top_k", "value=1"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "op")
+    choose_thresholds(cfg)
+    written = tmp_path / "best-epoch00.top_k_1.ckpt"
+    assert written.is_file()
+    assert read_checkpoint(written)["labelwise"]["net_config"]["thresholds"]["top_k"] == 1
+    assert Predictor.load(written).thresholds.top_k == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available() or not HAS_DEEPSPEED, reason="needs a CUDA GPU and deepspeed")
 def test_deepspeed_zero2_end_to_end_on_a_gpu(tmp_path, tiny_bert):
@@ -154,7 +171,6 @@ def sweep_job():
     """Makes a composed config the current Hydra job's, in a multirun; restores no job afterwards."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import open_dict
 
     def job(overrides: list[str]):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
