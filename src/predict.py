@@ -8,6 +8,7 @@ them, writes them, so any input size runs in bounded memory.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from src import resolvers
+from src.data.text_files import AUTO, check_encoding, codec_for, decode_error, resolve
 from src.errors import ConfigError, DataError, reported_to_user
 from src.inference import Predictor
 from src.progress import progress
@@ -31,6 +33,7 @@ resolvers.register()
 
 STDIO = "-"
 TABLES = {".csv": ",", ".tsv": "\t"}
+ENCODING_KEY = "encoding"
 
 
 def check_input(source: str | Path) -> None:
@@ -41,28 +44,42 @@ def check_input(source: str | Path) -> None:
         )
 
 
-def iter_texts(source: str | Path, text_column: str = "text") -> Iterator[str]:
+def iter_texts(source: str | Path, text_column: str = "text", encoding: str = AUTO) -> Iterator[str]:
     """The input's texts, one at a time, in order: plain lines (a file or ``-``), a CSV/TSV column or a JSONL key.
-    A blank line yields ``""`` so the output stays aligned with the input."""
+    A blank line yields ``""`` so the output stays aligned with the input. ``encoding``: the file's text encoding
+    (``auto``: detected; standard input is read in the locale's encoding unless one is given)."""
     check_input(source)
     if str(source) == STDIO:
-        return (line.rstrip("\r\n") for line in sys.stdin)
+        encoding = check_encoding(encoding, ENCODING_KEY)
+        stream = sys.stdin if encoding == AUTO else io.TextIOWrapper(sys.stdin.buffer, encoding=codec_for(encoding))
+        return (line.rstrip("\r\n") for line in stream)
     path = Path(source).expanduser()
+    encoding = resolve(path, encoding, ENCODING_KEY)
     suffix = path.suffix.lower()
     if suffix in TABLES:
-        return _table_texts(path, TABLES[suffix], text_column)
-    if suffix == ".jsonl":
-        return _jsonl_texts(path, text_column)
-    return _plain_texts(path)
+        texts = _table_texts(path, encoding, TABLES[suffix], text_column)
+    elif suffix == ".jsonl":
+        texts = _jsonl_texts(path, encoding, text_column)
+    else:
+        texts = _plain_texts(path, encoding)
+    return _decoded(texts, path, encoding)
 
 
-def _plain_texts(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as lines:
+def _decoded(texts: Iterator[str], path: Path, encoding: str) -> Iterator[str]:
+    """``texts``, with a decoding failure turned into the error that says where and which ``encoding=`` to pass."""
+    try:
+        yield from texts
+    except UnicodeDecodeError:
+        raise decode_error(path, encoding, ENCODING_KEY) from None
+
+
+def _plain_texts(path: Path, encoding: str) -> Iterator[str]:
+    with path.open(encoding=codec_for(encoding)) as lines:
         yield from (line.rstrip("\n") for line in lines)
 
 
-def _table_texts(path: Path, delimiter: str, text_column: str) -> Iterator[str]:
-    with path.open(encoding="utf-8-sig", newline="") as file:
+def _table_texts(path: Path, encoding: str, delimiter: str, text_column: str) -> Iterator[str]:
+    with path.open(encoding=codec_for(encoding), newline="") as file:
         reader = csv.DictReader(file, delimiter=delimiter)
         columns = reader.fieldnames or []
         if text_column not in columns:
@@ -75,8 +92,8 @@ def _table_texts(path: Path, delimiter: str, text_column: str) -> Iterator[str]:
             raise DataError(f"input={path}, line {reader.line_num}: {error}") from None
 
 
-def _jsonl_texts(path: Path, text_column: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as lines:
+def _jsonl_texts(path: Path, encoding: str, text_column: str) -> Iterator[str]:
+    with path.open(encoding=codec_for(encoding)) as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 yield ""
@@ -130,13 +147,14 @@ def predict_file(
     text_column: str = "text",
     precision: str | None = None,
     show_progress: bool = False,
+    encoding: str = AUTO,
 ) -> int:
     """Write one JSON line per input text (``{"text", "labels", "scores"}``) in input order; returns the count."""
     if batch_size < 1 or chunk_size < 1:
         raise ConfigError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}.")
     count = 0
     try:
-        pending = chunks(iter_texts(input_path, text_column), chunk_size)
+        pending = chunks(iter_texts(input_path, text_column, encoding), chunk_size)
         first = next(pending, [])  # a bad header or first record fails here: before any output or progress bar
         with open_output(output_path) as out, progress("predicting" if show_progress else None,
                                                        unit="texts") as advance:
@@ -147,7 +165,8 @@ def predict_file(
                 advance(len(chunk))
             out.flush()
     except UnicodeDecodeError as error:
-        raise DataError(f"input={input_path}: not UTF-8 text ({error}). Convert it to UTF-8 first.") from None
+        raise DataError(f"input={input_path}: not {error.encoding} text ({error.reason} at byte {error.start} of a "
+                        "block). Pass encoding=<its encoding> (utf-8, gb18030, latin-1, ...).") from None
     return count
 
 
@@ -178,6 +197,12 @@ def predict(cfg: DictConfig) -> int:
     output = cfg.output or (STDIO if source == STDIO else "predictions.jsonl")
     target = STDIO if str(output) == STDIO else to_absolute_path(str(output))
     check_input(source)  # before the (slow) model load
+    encoding = check_encoding(cfg.get("encoding", AUTO), ENCODING_KEY)
+    if source != STDIO:
+        encoding = resolve(Path(source).expanduser(), encoding, ENCODING_KEY)
+        if cfg.get("encoding", AUTO) == AUTO and encoding != "utf-8":  # worth saying: not the usual
+            print(f"input {source}: text encoding {encoding} (detected; pass encoding=... to override)",
+                  file=sys.stderr)
     predictor = Predictor.load(to_absolute_path(str(cfg.ckpt_path)), cfg.engine, cfg.quantize,
                                resolve_device(cfg.device), to_absolute_path(str(cfg.onnx_cache_dir)), cfg.max_f1_loss)
     predictor.use_thresholds(plain(cfg.get("thresholds")))
@@ -190,6 +215,7 @@ def predict(cfg: DictConfig) -> int:
         text_column=cfg.text_column,
         precision=cfg.precision,
         show_progress=target != STDIO,
+        encoding=encoding,
     )
     if target != STDIO:
         print(f"wrote {count:,} predictions to {target}", file=sys.stderr)
