@@ -190,6 +190,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
                        OmegaConf.to_yaml(resolved), overrides(), resumed=bool(cfg.ckpt_path))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if mlflow:  # after fit: tokenising (at its start) adds the truncation
+        datamodule.checks.log_to_mlflow(mlflow.experiment, mlflow.run_id)
     train_metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("train/")}
     pruned_at = next((callback.pruned_at for callback in pruning if callback.pruned_at is not None), None)
     if mlflow and pruned_at is not None:
@@ -223,6 +225,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         "temperature": net.config.temperature,
         "pruned_at_epoch": pruned_at,
         "optimized_metric": {"name": cfg.optimized_metric, "value": metric_value(metrics, cfg.optimized_metric)},
+        "data_checks": datamodule.checks.to_dict(),
     }
     if trainer.is_global_zero:
         write_summary(output_dir / "summary.json", summary)

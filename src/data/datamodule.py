@@ -20,10 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data.augment import EasyDataAugmentation
 from src.data.batching import LengthGroupedBatchSampler, PadCollator, shard
+from src.data.checks import DataChecks, check_leakage_policy, refuse_untrainable
 from src.data.embeddings import EmbeddedSplit, EmbeddingCache
 from src.data.records import LabelledData, Split
 from src.data.splitting import carve_validation
-from src.data.token_cache import tokenize
+from src.data.text_files import AUTO, check_encoding
+from src.data.token_cache import tokenize_with_lengths
 from src.errors import ConfigError, DataError
 from src.labels import LabelSpace
 from src.pretrained import load_tokenizer
@@ -64,6 +66,12 @@ class TextDataModule(L.LightningDataModule):
     when the source has no validation split (None: never carve, as evaluation of a trained model wants).
     ``labels`` fixes the label space to a trained model's: the data's labels are mapped onto its names (an unknown
     label is an error). ``test_split`` names the split the test loop evaluates.
+
+    Loading runs the data checks (:attr:`checks`): a train split that cannot train is refused (unless ``labels`` is
+    fixed: evaluating one class is fine), overlap between splits is a warning or, with ``on_leakage="error"``, an
+    error; tokenising adds how many texts ``max_length`` cuts. ``encoding`` is the text encoding of the source's
+    files (``auto``: detected): file-backed sources take it by interpolation (``conf/data/csv.yaml``), so here the
+    name is checked before anything is read, and reported.
     """
 
     def __init__(
@@ -85,10 +93,14 @@ class TextDataModule(L.LightningDataModule):
         embeddings_cache_dir: str | None = None,
         labels: LabelSpace | None = None,
         test_split: str = "test",
+        encoding: str = AUTO,
+        on_leakage: str = "warn",
     ):
         super().__init__()
         if features not in FEATURES:
             raise ConfigError(f"data.features must be one of {FEATURES}, got {features!r}")
+        self.encoding = check_encoding(encoding, "data.encoding")
+        self.on_leakage = check_leakage_policy(on_leakage)
         self.source = source
         self.tokenizer_name = tokenizer
         self.max_length = max_length
@@ -107,6 +119,8 @@ class TextDataModule(L.LightningDataModule):
         self.fixed_labels = labels
         self.test_split = test_split
         self._data: LabelledData | None = None
+        self._checks: DataChecks | None = None
+        self._summarised = False
         self._datasets: dict[str, Dataset] = {}
         self._tokenizer = None
         self._net = None
@@ -120,11 +134,15 @@ class TextDataModule(L.LightningDataModule):
             data = self.source.load()
             if self.fixed_labels is not None:
                 data = onto_labels(data, self.fixed_labels)
+            else:
+                refuse_untrainable(data)
             if self.val_fraction is not None:
                 data = carve_validation(data, self.val_fraction, self.seed)
+            self._checks = DataChecks.build(data, self.encoding, self.max_length, self.on_leakage,
+                                            training=self.fixed_labels is None)
             if self.augment is not None:
                 augmented = self.augment(data.splits["train"], data.num_labels)
-                data = LabelledData({**data.splits, "train": augmented}, data.label_names, data.task)
+                data = data.with_splits({**data.splits, "train": augmented})
             self._data = data
             sizes = ", ".join(f"{name} {len(split):,}" for name, split in data.splits.items())
             log.info(f"data: {data.task}, {data.num_labels} labels; {sizes}")
@@ -133,6 +151,12 @@ class TextDataModule(L.LightningDataModule):
     @property
     def data(self) -> LabelledData:
         return self.load()
+
+    @property
+    def checks(self) -> DataChecks:
+        """The data checks (loading the data if needed); truncation is filled in as splits are tokenised."""
+        self.load()
+        return self._checks
 
     @property
     def label_space(self) -> LabelSpace:
@@ -166,24 +190,30 @@ class TextDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- datasets
 
-    def tokenize(self, split: Split) -> TokenizedSplit:
-        input_ids = tokenize(self.tokenizer, split.texts, self.max_length, self.cache_dir)
+    def tokenize(self, split: Split, name: str | None = None) -> TokenizedSplit:
+        """Token ids and targets of ``split``; with ``name``, its truncation goes into the data checks."""
+        input_ids, lengths = tokenize_with_lengths(self.tokenizer, split.texts, self.max_length, self.cache_dir)
+        if name is not None and name not in self.checks.truncation:
+            self.checks.add_truncation(name, lengths)
         return TokenizedSplit(input_ids, self.label_space.targets(split.labels))
 
     def setup(self, stage: str | None = None) -> None:
         for name, split in self.data.splits.items():
             if name in self._datasets:
                 continue
-            dataset = self.tokenize(split) if self.features == "tokens" else self.embed(name, split)
+            dataset = self.tokenize(split, name) if self.features == "tokens" else self.embed(name, split)
             if name == "train" and self.sampler is not None:
                 dataset = self.resample(dataset)
             self._datasets[name] = dataset
+        if not self._summarised:
+            self._summarised = True
+            log.info("\n".join(self.checks.summary_lines()))
 
     def embed(self, name: str, split: Split) -> EmbeddedSplit:
         if self._net is None:
             raise ConfigError("data.features=embeddings needs the model: call datamodule.attach(net, precision)")
         features = self.embeddings.features(name, split.texts, self.tokenizer, self.max_length, self._net,
-                                            self._precision, lambda: self.tokenize(split).input_ids,
+                                            self._precision, lambda: self.tokenize(split, name).input_ids,
                                             self.eval_batch_size)
         return EmbeddedSplit(features, self.label_space.targets(split.labels), np.arange(len(split.texts)))
 
@@ -244,4 +274,5 @@ def onto_labels(data: LabelledData, space: LabelSpace) -> LabelledData:
     position = [space.names.index(name) for name in data.label_names]
     splits = {name: Split(split.texts, [sorted(position[i] for i in ids) for ids in split.labels], split.origin)
               for name, split in data.splits.items()}
-    return LabelledData(splits, list(space.names), space.task)
+    facts = {**data.facts, "task_reason": f"the trained model's ({space.task}, {space.num_labels} labels)"}
+    return LabelledData(splits, list(space.names), space.task, facts)

@@ -7,6 +7,7 @@ vocabulary, and the task type. Samplers, losses, metrics, thresholds and predict
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,11 +49,20 @@ class Split:
 
 @dataclass
 class LabelledData:
-    """Named splits (``train`` required; ``val``/``test`` optional) over one label vocabulary."""
+    """Named splits (``train`` required; ``val``/``test`` optional) over one label vocabulary.
+
+    ``facts`` is what the source found while reading, for the data checks: ``task_reason`` (the evidence that
+    decided the task), ``encodings`` (split -> ``{"path", "encoding"}``) and ``warnings``. Derived data keeps them.
+    """
 
     splits: dict[str, Split]
     label_names: list[str]
     task: Task
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def with_splits(self, splits: dict[str, Split]) -> LabelledData:
+        """The same labels, task and facts over other splits."""
+        return LabelledData(splits, self.label_names, self.task, self.facts)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -18,8 +18,9 @@ def carve_validation(data: LabelledData, fraction: float, seed: int) -> Labelled
     """Return ``data`` with ``fraction`` of train moved to a new ``val`` split (unchanged if it has one).
 
     The carve is stratified and reproducible by ``seed``: iterative stratification over the label sets for
-    multi-label data, per-class stratification for multi-class data. A multi-class class with fewer than 2
-    train records cannot be in both parts, so its records stay in train and the others are stratified.
+    multi-label data, per-class stratification for multi-class data and for a single label (iterative
+    stratification refuses one column). A class with fewer than 2 train records cannot be in both parts, so its
+    records stay in train and the others are stratified.
     """
     if "val" in data.splits:
         return data
@@ -28,11 +29,11 @@ def carve_validation(data: LabelledData, fraction: float, seed: int) -> Labelled
     train = data.splits["train"]
     targets = data.targets("train")
     try:
-        if not data.label_space.exclusive:
+        if not data.label_space.exclusive and data.num_labels > 1:
             splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
             _, val = next(splitter.split(np.zeros(len(train)), targets))
         else:
-            classes = targets.argmax(axis=1)
+            classes = targets.argmax(axis=1) if data.label_space.exclusive else targets[:, 0].astype(np.int64)
             pool = np.flatnonzero(np.bincount(classes)[classes] >= 2)
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
             _, picked = next(splitter.split(np.zeros(len(pool)), classes[pool]))
@@ -52,4 +53,4 @@ def carve_validation(data: LabelledData, fraction: float, seed: int) -> Labelled
     )
     splits = {"train": train.subset(keep), "val": train.subset(val)}
     splits.update({name: split for name, split in data.splits.items() if name != "train"})
-    return LabelledData(splits, data.label_names, data.task)
+    return data.with_splits(splits)

@@ -33,19 +33,34 @@ def cache_key(tokenizer, texts: list[str], max_length: int) -> str:
 
 def tokenize(tokenizer, texts: list[str], max_length: int, cache_dir: str | Path | None = None) -> list[np.ndarray]:
     """Token ids per text (with special tokens, truncated to ``max_length``, unpadded)."""
+    return tokenize_with_lengths(tokenizer, texts, max_length, cache_dir)[0]
+
+
+def tokenize_with_lengths(tokenizer, texts: list[str], max_length: int, cache_dir: str | Path | None = None
+                          ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Token ids per text as :func:`tokenize`, and each text's length before truncation (so truncation can be
+    reported). Texts are tokenised whole once; only those longer than ``max_length`` again, truncated, so special
+    tokens end up where the tokenizer puts them."""
     if not texts:  # the tokenizer refuses an empty batch
-        return []
+        return [], np.zeros(0, dtype=np.int64)
     path = Path(cache_dir) / f"{cache_key(tokenizer, texts, max_length)}.npz" if cache_dir else None
     if path is not None and path.is_file():
         stored = np.load(path)
-        return np.split(stored["ids"], stored["offsets"][1:-1])
-    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        if "lengths" in stored:  # caches written before lengths were kept are rebuilt
+            return np.split(stored["ids"], stored["offsets"][1:-1]), stored["lengths"]
+    ids = tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+    lengths = np.asarray([len(row) for row in ids], dtype=np.int64)
+    long = np.flatnonzero(lengths > max_length)
+    if long.size:
+        cut = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length)["input_ids"]
+        for i, row in zip(long, cut):
+            ids[i] = row
     arrays = [np.asarray(row, dtype=np.int32) for row in ids]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [len(row) for row in arrays])
         partial = path.with_suffix(f".{os.getpid()}.tmp.npz")  # atomic: concurrent jobs may write the same key
-        np.savez(partial, ids=np.concatenate(arrays), offsets=offsets)
+        np.savez(partial, ids=np.concatenate(arrays), offsets=offsets, lengths=lengths)
         partial.replace(path)
         log.info(f"tokenised {len(texts):,} texts; cached in {path}")
-    return arrays
+    return arrays, lengths

@@ -45,12 +45,14 @@ def test_jsonl_label_names_in_lists(tmp_path: Path) -> None:
     assert data.splits["train"].origin == [f"{train}:1", f"{train}:2", f"{train}:3"]
 
 
-def test_jsonl_integer_ids_give_numbered_names_and_multiclass(tmp_path: Path) -> None:
-    train = jsonl(tmp_path / "train.jsonl", [{"text": "a", "labels": 3}, {"text": "b", "labels": 0}])
+def test_jsonl_integer_ids_name_the_labels_that_occur_and_warn_of_the_gap(tmp_path: Path) -> None:
+    train = jsonl(tmp_path / "train.jsonl", [{"text": "a", "labels": 3}, {"text": "b", "labels": 0},
+                                             {"text": "c", "labels": "03"}])
     data = TabularSource(train).load()
-    assert data.label_names == ["0", "1", "2", "3"]
+    assert data.label_names == ["0", "3"]  # not 0..3: ids 1 and 2 have no rows
     assert data.task == "multiclass"
-    assert data.splits["train"].labels == [[3], [0]]
+    assert data.splits["train"].labels == [[1], [0], [1]]
+    assert any("ids 1, 2 (between 0 and 3) occur in no train row" in w for w in data.facts["warnings"])
 
 
 def test_jsonl_string_is_split_on_the_delimiter(tmp_path: Path) -> None:
@@ -182,8 +184,8 @@ def test_missing_csv_column_lists_the_columns_found(tmp_path: Path) -> None:
 
 def test_empty_csv_is_reported(tmp_path: Path) -> None:
     message = load_error(train=write(tmp_path / "train.csv", ""))
-    assert "train.csv" in message
-    assert "columns found: []" in message
+    assert "train.csv: the file is empty (0 bytes)" in message
+    assert "data.source.train" in message
 
 
 def test_all_bad_csv_rows_are_reported_together(tmp_path: Path) -> None:

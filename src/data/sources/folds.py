@@ -37,11 +37,11 @@ def fold_of_each_row(data: LabelledData, folds: int, seed: int) -> np.ndarray:
                 else f"labels with fewer rows than folds: {', '.join(short)}")
         raise ConfigError(f"cv.folds={folds}: {what}; every fold's validation split needs each label. Use fewer "
                           "folds, or merge or drop those labels.")
-    if space.exclusive:
+    if space.exclusive or space.num_labels == 1:  # iterative stratification refuses a single label column
         from sklearn.model_selection import StratifiedKFold
 
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        classes = targets.argmax(1)
+        classes = targets.argmax(1) if space.exclusive else targets[:, 0].astype(np.int64)
     else:
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
@@ -69,4 +69,4 @@ class FoldSource:
                   "val": rows.subset(np.flatnonzero(assignment == self.fold))}
         if "test" in data.splits:
             splits["test"] = data.splits["test"]
-        return LabelledData(splits, data.label_names, data.task)
+        return data.with_splits(splits)

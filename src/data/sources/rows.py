@@ -7,6 +7,7 @@ from pathlib import Path
 from src.errors import DataError
 
 MAX_SHOWN = 20
+NAMED_ROWS = 5  # rows a warning names before "and N more"
 
 
 def require_file(path: Path, key: str) -> None:
@@ -16,6 +17,12 @@ def require_file(path: Path, key: str) -> None:
             f"{key}: file not found: {path} (relative paths are read from {Path.cwd()}). "
             f"Set {key}=<path to the file>."
         )
+
+
+def where(path: Path | str, lines: list[int]) -> str:
+    """``a.csv:3, a.csv:7 and 4 more``: the first :data:`NAMED_ROWS` rows of a finding."""
+    named = ", ".join(f"{path}:{line}" for line in lines[:NAMED_ROWS])
+    return named + (f" and {len(lines) - NAMED_ROWS} more" if len(lines) > NAMED_ROWS else "")
 
 
 class RowProblems:

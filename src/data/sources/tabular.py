@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from src.data.records import TASKS, LabelledData, Split, Task
-from src.data.sources.rows import RowProblems, require_file
+from src.data.sources.rows import RowProblems, require_file, where
+from src.data.text_files import AUTO, check_encoding, codec_for, decode_error, require_content, resolve
 from src.errors import DataError
+
+log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
+_LIKELY_DELIMITERS = (",", ";", "|", "/")  # a label token holding one probably holds several labels
+_JSON_SEPARATORS = re.compile(r"[ \t\n\r,]*")
+ENCODING_KEY = "data.encoding"
 
 
 @dataclass
@@ -57,9 +66,13 @@ def _tokens(value: object, delimiter: str | None) -> tuple[list[str], bool]:
 class TabularSource:
     """Reads ``train`` (required), ``val`` and ``test`` files into :class:`LabelledData`.
 
-    Without ``labels`` the vocabulary comes from the train file: integer tokens are ids (names
-    ``"0".."max"``), otherwise the sorted unique names. ``task="auto"`` picks multilabel when a train
-    record has other than one label or any record's labels are written as a list.
+    Without ``labels`` the vocabulary comes from the train file: integer tokens are ids (their names are the ids
+    that occur, so ids 0 and 5 make two labels, not six), otherwise the sorted unique names. ``task="auto"`` decides
+    only on evidence, which it names: multilabel when a train record has several labels or labels written as a JSON
+    list; multiclass when every train record has exactly one; records without a label and no such evidence are an
+    error (a forgotten label, or a multi-label file: the user says which). ``encoding`` is the files' text encoding
+    (``auto``: detected per file). What the reading found (the task's reason, the encodings, warnings about label
+    tokens) comes back in :attr:`LabelledData.facts`.
     """
 
     def __init__(
@@ -74,6 +87,7 @@ class TabularSource:
         label_delimiter: str | None = ",",
         labels: list[str] | None = None,
         task: str = "auto",
+        encoding: str = AUTO,
     ) -> None:
         if format not in ("auto", *FORMATS):
             raise DataError(f"data.source.format must be one of auto, {', '.join(FORMATS)}; got {format!r}")
@@ -86,22 +100,29 @@ class TabularSource:
         self.label_delimiter = label_delimiter
         self.labels = [str(name) for name in labels] if labels is not None else None
         self.task = task
+        self.encoding = check_encoding(encoding, ENCODING_KEY)
 
     def load(self) -> LabelledData:
-        records = {
-            split: self._read(Path(path), f"data.source.{split}") for split, path in self.files.items()
-        }
-        names, ids_allowed = self._vocabulary(records["train"])
+        encodings: dict[str, dict[str, str]] = {}  # split -> {"path", "encoding"}
+        records = {split: self._read(Path(path), split, encodings) for split, path in self.files.items()}
+        warnings: list[str] = []
+        names, lookup = self._vocabulary(records["train"], warnings)
         splits = {
-            split: self._encode(self.files[split], rows, names, ids_allowed)
+            split: self._encode(self.files[split], rows, names, lookup)
             for split, rows in records.items()
         }
-        return LabelledData(splits, names, self._task(records["train"], splits["train"]))
+        warnings += self._delimiter_warnings(records["train"])
+        task, reason = self._task(records["train"])
+        return LabelledData(splits, names, task,
+                            facts={"task_reason": reason, "encodings": encodings, "warnings": warnings})
 
-    def _vocabulary(self, train: list[_Record]) -> tuple[list[str], bool]:
-        """Label names, and whether integer tokens are ids into them."""
+    def _vocabulary(self, train: list[_Record], warnings: list[str]) -> tuple[list[str], Callable[[str], int | None]]:
+        """Label names, and the function from a token to its label index (None: unknown)."""
         if self.labels is not None:
-            return self.labels, True
+            index = {name: i for i, name in enumerate(self.labels)}
+            size = len(self.labels)
+            return self.labels, lambda token: index.get(
+                token, int(token) if _is_id(token) and int(token) < size else None)
         tokens = {token for record in train for token in record.tokens}
         if not tokens:
             raise DataError(
@@ -109,19 +130,28 @@ class TabularSource:
                 "Pass data.source.labels=[...] with the label names."
             )
         if all(_is_id(token) for token in tokens):
-            return [str(i) for i in range(max(int(token) for token in tokens) + 1)], True
-        return sorted(tokens), False
+            ids = sorted({int(token) for token in tokens})
+            absent = sorted(set(range(ids[-1] + 1)) - set(ids))
+            if absent:
+                warnings.append(
+                    f"{self.files['train']}: integer label ids {_listing(absent)} (between 0 and {ids[-1]}) occur in "
+                    f"no train row, so they are not labels: the {len(ids)} labels are the ids that occur "
+                    f"({_listing(ids)}). If the model must know the others, pass data.source.labels=[...] listing "
+                    "every label name in id order."
+                )
+            index = {str(i): position for position, i in enumerate(ids)}
+            return [str(i) for i in ids], lambda token: index.get(str(int(token))) if _is_id(token) else None
+        index = {name: i for i, name in enumerate(sorted(tokens))}
+        return sorted(tokens), index.get
 
-    def _encode(self, path: str, records: list[_Record], names: list[str], ids_allowed: bool) -> Split:
-        index = {name: i for i, name in enumerate(names)}
+    def _encode(self, path: str, records: list[_Record], names: list[str],
+                lookup: Callable[[str], int | None]) -> Split:
         problems = RowProblems(path)
         labels = []
         for record in records:
             ids = set()
             for token in record.tokens:
-                i = index.get(token)
-                if i is None and ids_allowed and _is_id(token) and int(token) < len(names):
-                    i = int(token)
+                i = lookup(token)
                 if i is None:
                     problems.add(record.line, f"unknown label {token!r}")
                 else:
@@ -133,26 +163,61 @@ class TabularSource:
         )
         return Split([r.text for r in records], labels, [f"{path}:{r.line}" for r in records])
 
-    def _task(self, records: list[_Record], train: Split) -> Task:
-        if self.task != "auto":
-            return self.task  # type: ignore[return-value]  # checked in __init__
-        multi = any(r.listed for r in records) or any(len(ids) != 1 for ids in train.labels)
-        return "multilabel" if multi else "multiclass"
+    def _delimiter_warnings(self, records: list[_Record]) -> list[str]:
+        """Label tokens that hold another likely delimiter: ``joy;surprise`` with ``,`` is one combination label."""
+        rows: dict[tuple[str, str], list[int]] = {}
+        for record in records:
+            for token in record.tokens:
+                for mark in _LIKELY_DELIMITERS:
+                    if mark != self.label_delimiter and mark in token:
+                        rows.setdefault((token, mark), []).append(record.line)
+        path = self.files["train"]
+        return [
+            f"label {token!r} contains {mark!r} ({len(lines)} train row(s): {where(path, lines)}): if {mark!r} "
+            f"separates labels, set data.source.label_delimiter={mark!r} (now "
+            f"{self.label_delimiter!r}); otherwise it is one label named so."
+            for (token, mark), lines in rows.items()
+        ]
 
-    def _read(self, path: Path, key: str) -> list[_Record]:
+    def _task(self, records: list[_Record]) -> tuple[Task, str]:
+        """The task and the evidence that decided it (rows named)."""
+        if self.task != "auto":
+            return self.task, f"set by data.source.task={self.task}"  # type: ignore[return-value]  # checked in __init__
+        path = self.files["train"]
+        several = [r.line for r in records if len(set(r.tokens)) > 1]
+        if several:
+            return "multilabel", f"{len(several)} train row(s) have several labels: {where(path, several)}"
+        listed = [r.line for r in records if r.listed]
+        if listed:
+            return "multilabel", f"labels written as JSON lists in {len(listed)} train row(s): {where(path, listed)}"
+        empty = [r.line for r in records if not r.tokens]
+        if empty:
+            raise DataError(
+                f"{path}: cannot tell single-label from multi-label data: no train row has several labels, but "
+                f"{len(empty)} row(s) have none: {where(path, empty)}. A single-label (multiclass) row needs its "
+                "label: fill those cells or remove the rows; or, if a row may have no label, set "
+                "data.source.task=multilabel."
+            )
+        return "multiclass", f"every train row has exactly one label ({len(records)} rows)"
+
+    def _read(self, path: Path, split: str, encodings: dict[str, dict[str, str]]) -> list[_Record]:
+        key = f"data.source.{split}"
         require_file(path, key)
+        require_content(path, key)
         fmt = self.format if self.format != "auto" else _EXTENSIONS.get(path.suffix.lower())
         if fmt is None:
             raise DataError(
                 f"{path}: cannot tell the format from the extension {path.suffix!r}. "
                 f"Set data.source.format to one of {', '.join(FORMATS)}."
             )
+        encoding = resolve(path, self.encoding, ENCODING_KEY)
+        encodings[split] = {"path": str(path), "encoding": encoding}
         problems = RowProblems(path)
         records = []
         try:
-            with path.open(encoding="utf-8-sig", newline="") as lines:
+            with path.open(encoding=codec_for(encoding), newline="") as lines:
                 if fmt == "jsonl":
-                    rows = self._jsonl_rows(lines, problems)
+                    rows = self._json_rows(lines, path, problems)
                 else:
                     rows = self._delimited_rows(lines, path, fmt, problems)
                 for line, text, value in rows:
@@ -160,15 +225,15 @@ class TabularSource:
                         problems.add(line, f"text is {type(text).__name__}, not a string")
                     elif not text.strip():
                         problems.add(line, "empty text: give the row a text or remove it")
+                    elif "\x00" in text:
+                        problems.add(line, "the text contains NUL characters (\\x00): remove them")
                     else:
                         try:
                             records.append(_Record(text, *_tokens(value, self.label_delimiter), line))
                         except (TypeError, ValueError) as exc:
                             problems.add(line, str(exc))
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}). Save it as UTF-8."
-            ) from None
+        except UnicodeDecodeError:
+            raise decode_error(path, encoding, ENCODING_KEY) from None
         problems.raise_if_any("Fix or remove these rows.")
         if not records:
             raise DataError(f"{path}: no records. Put at least one row in the file {key} points to.")
@@ -180,6 +245,9 @@ class TabularSource:
         delimiter = _DELIMITERS[fmt]
         reader = csv.reader(lines, delimiter=delimiter)
         header = next(reader, [])
+        if not header:
+            raise DataError(f"{path}: the first line is blank; a {fmt.upper()} file starts with its header row "
+                            f"(e.g. {self.text_column}{delimiter}{self.label_column}).")
         missing = [c for c in (self.text_column, self.label_column) if c not in header]
         if missing:
             raise DataError(
@@ -201,19 +269,17 @@ class TabularSource:
                 continue
             yield reader.line_num, row[text_at], row[label_at]
 
-    def _jsonl_rows(
-        self, lines: Iterable[str], problems: RowProblems
+    def _json_rows(
+        self, lines: IO[str], path: Path, problems: RowProblems
     ) -> Iterator[tuple[int, object, object]]:
-        for line, content in enumerate(lines, start=1):
-            if not content.strip():
-                continue
-            try:
-                obj = json.loads(content)
-            except json.JSONDecodeError as exc:
-                problems.add(
-                    line, f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one object"
-                )
-                continue
+        """JSON Lines, or a JSON array of objects (said in the log): the file is read whole either way."""
+        content = lines.read()
+        objects = _json_array(content, path)
+        if objects is not None:
+            log.info(f"{path}: this is a JSON array, not JSON Lines: read its {len(objects)} elements as records")
+        else:
+            objects = list(self._json_lines(content, problems))
+        for line, obj in objects:
             if not isinstance(obj, dict):
                 problems.add(line, f"expected a JSON object, got {type(obj).__name__}")
                 continue
@@ -226,3 +292,47 @@ class TabularSource:
                 )
                 continue
             yield line, obj[self.text_column], obj[self.label_column]
+
+    @staticmethod
+    def _json_lines(content: str, problems: RowProblems) -> Iterator[tuple[int, object]]:
+        # split at "\n" only: a raw U+2028 is legal inside a JSON string, str.splitlines would cut there
+        for line, text in enumerate(content.split("\n"), start=1):
+            if not text.strip():
+                continue
+            try:
+                yield line, json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.add(
+                    line, f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one object"
+                )
+
+
+def _json_array(content: str, path: Path) -> list[tuple[int, object]] | None:
+    """The elements of a file that is one JSON array, each with the line it starts on; None for anything else
+    (JSON Lines). A file that starts like an array but is broken is an error here, not one per line."""
+    if not content.lstrip().startswith("["):
+        return None
+    try:
+        parsed = json.loads(content)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            return None  # several JSON values, one per line: JSON Lines whose rows are lists
+        raise DataError(f"{path}: starts like a JSON array but is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                        f"column {exc.colno}). Fix the file, or write one JSON object per line (JSON Lines).") from None
+    if not isinstance(parsed, list):
+        return None
+    decoder, at, line, elements = json.JSONDecoder(), content.index("[") + 1, 1, []
+    line += content.count("\n", 0, at)
+    for _ in parsed:
+        start = _JSON_SEPARATORS.match(content, at).end()
+        line += content.count("\n", at, start)
+        obj, end = decoder.raw_decode(content, start)
+        elements.append((line, obj))
+        line += content.count("\n", start, end)
+        at = end
+    return elements
+
+
+def _listing(values: list[int]) -> str:
+    shown = ", ".join(map(str, values[:10]))
+    return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
