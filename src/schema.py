@@ -138,6 +138,18 @@ METRIC = Rule("a metric logged while training, val/<name> or train/<name> (e.g. 
 BATCHES = NULL | integer(ge=1) | real(gt=0, le=1)  # Lightning: a count of batches, or a fraction of them
 
 
+def _codec(value: Any) -> bool:
+    import codecs
+
+    try:
+        return isinstance(value, str) and (value == "auto" or bool(codecs.lookup(value)))
+    except LookupError:
+        return False
+
+
+ENCODING = Rule("auto or a Python codec name (utf-8, gb18030, latin-1, cp1252, utf-16, ...)", _codec)
+
+
 def _precision() -> Rule:
     return NULL | one_of(*PRECISIONS)
 
@@ -147,13 +159,14 @@ TARGETS: dict[str, dict[str, Rule]] = {
     "src.data.datamodule.TextDataModule": {
         "tokenizer": TEXT, "max_length": integer(ge=3), "batch_size": COUNT, "eval_batch_size": COUNT,
         "val_fraction": NULL | FRACTION, "seed": SEED, "num_workers": integer(ge=0), "group_by_length": BOOL,
-        "pad_to_multiple_of": COUNT, "features": one_of("tokens", "embeddings"),
+        "pad_to_multiple_of": COUNT, "features": one_of("tokens", "embeddings"), "encoding": ENCODING,
+        "on_leakage": one_of("warn", "error"),
     },
     "src.data.sources.tabular.TabularSource": {
         "train": TEXT, "val": NULL | TEXT, "test": NULL | TEXT, "format": one_of("auto", "csv", "tsv", "jsonl"),
         "text_column": TEXT, "label_column": TEXT, "label_delimiter": NULL | Rule("a string", lambda v: isinstance(
             v, str) and v != ""), "labels": NULL | texts(), "task": one_of("auto", "multilabel", "multiclass"),
-    },
+    },  # encoding: ${data.encoding}, checked there (a rule here would say it twice)
     "src.data.sources.goemotions.GoEmotionsSource": {
         "data_dir": NULL | TEXT, "taxonomy": one_of("original", "ekman", "sentiment"),
     },
@@ -263,7 +276,8 @@ APPS: dict[str, dict[str, Rule]] = {
              "precision": _precision(), "thresholds": THRESHOLDS},
     "predict": {
         "ckpt_path": NULL | TEXT, "input": NULL | TEXT, "output": NULL | TEXT, "text_column": TEXT,
-        "batch_size": COUNT, "chunk_size": COUNT, "precision": _precision(), "engine": ENGINE, "quantize": QUANTIZE,
+        "encoding": ENCODING, "batch_size": COUNT, "chunk_size": COUNT, "precision": _precision(), "engine": ENGINE,
+        "quantize": QUANTIZE,
         "max_f1_loss": NULL | NON_NEGATIVE, "thresholds": THRESHOLDS,
         "device": Rule("auto, cpu, cuda, cuda:<index> or mps",
                        lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),

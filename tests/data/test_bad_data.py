@@ -183,6 +183,21 @@ def test_bad_data_gets_one_error_naming_where_and_the_fix(tmp_path, case):
         assert part in message, message
 
 
+@pytest.mark.parametrize(("override", "expected"), [
+    ("data.encoding=klingon", "data.encoding=klingon: must be auto or a Python codec name"),
+    ("data.on_leakage=maybe", "data.on_leakage=maybe: must be one of warn, error"),
+])
+def test_bad_data_options_stop_at_the_boundary(tmp_path, override, expected):
+    """The schema refuses them before anything is read (the DataModule's own check covers the Python API)."""
+    from src.errors import ConfigError
+    from src.schema import validate
+
+    cfg = compose_train(tmp_path, ["data=csv", "data.source.train=x.csv", override])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg, "train")
+    assert str(info.value).startswith(expected), str(info.value)
+
+
 # ---------------------------------------------------------------- warnings: the data loads, the log says why
 
 
