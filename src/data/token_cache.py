@@ -39,8 +39,8 @@ def tokenize(tokenizer, texts: list[str], max_length: int, cache_dir: str | Path
 def tokenize_with_lengths(tokenizer, texts: list[str], max_length: int, cache_dir: str | Path | None = None
                           ) -> tuple[list[np.ndarray], np.ndarray]:
     """Token ids per text as :func:`tokenize`, and each text's length before truncation (so truncation can be
-    reported). Texts are tokenised whole once; only those longer than ``max_length`` again, truncated, so special
-    tokens end up where the tokenizer puts them."""
+    reported), in one pass: a fast tokenizer returns a long text's overflow as further windows (stride 0), each
+    with its own special tokens, so the full length is the windows' total less the repeated specials."""
     if not texts:  # the tokenizer refuses an empty batch
         return [], np.zeros(0, dtype=np.int64)
     path = Path(cache_dir) / f"{cache_key(tokenizer, texts, max_length)}.npz" if cache_dir else None
@@ -48,14 +48,16 @@ def tokenize_with_lengths(tokenizer, texts: list[str], max_length: int, cache_di
         stored = np.load(path)
         if "lengths" in stored:  # caches written before lengths were kept are rebuilt
             return np.split(stored["ids"], stored["offsets"][1:-1]), stored["lengths"]
-    ids = tokenizer(texts, truncation=False, verbose=False)["input_ids"]
-    lengths = np.asarray([len(row) for row in ids], dtype=np.int64)
-    long = np.flatnonzero(lengths > max_length)
-    if long.size:
-        cut = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length)["input_ids"]
-        for i, row in zip(long, cut):
-            ids[i] = row
-    arrays = [np.asarray(row, dtype=np.int32) for row in ids]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True, stride=0)
+    specials = tokenizer.num_special_tokens_to_add(pair=False)
+    arrays: list[np.ndarray | None] = [None] * len(texts)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    for window, text in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"]):
+        if arrays[text] is None:  # the first window is the truncated text
+            arrays[text] = np.asarray(window, dtype=np.int32)
+            lengths[text] = len(window)
+        else:
+            lengths[text] += len(window) - specials
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [len(row) for row in arrays])
