@@ -41,6 +41,11 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         if row:
             table.add_row(split, *(f"{row[c]:.4f}" if c in row else "-" for c in COLUMNS))
     console.print(table)
+    warnings = summary.get("data_checks", {}).get("warnings", [])
+    for warning in warnings[:3]:  # said at load time too, but long logs scroll it away
+        console.print(f"data warning: {warning}", soft_wrap=True, markup=False)
+    if len(warnings) > 3:
+        console.print(f"... and {len(warnings) - 3} more data warnings: summary.json, data_checks.warnings")
     val, test = summary["metrics"].get("val", {}), summary["metrics"].get("test", {})
     if "macro_f1_tuned_crossfit" in val:
         console.print(f"val macro-F1, thresholds tuned on one half and scored on the other: "

@@ -411,6 +411,22 @@ def test_single_label_multilabel_data_carves_a_validation_split(tmp_path):
     assert len(val) == 4 and sum(bool(ids) for ids in val.labels) == 2
 
 
+def test_summary_table_repeats_the_first_data_warnings():
+    from rich.console import Console
+
+    from src.summary import print_summary
+
+    summary = {"run_name": "r", "task": "multiclass", "label_names": ["a", "b"], "metrics": {},
+               "best_checkpoint": None, "mlflow": {"run_id": None}, "output_dir": "out",
+               "data_checks": {"warnings": [f"warning [{i}]" for i in range(5)]}}
+    console = Console(record=True, width=200)
+    print_summary(summary, console)
+    text = console.export_text()
+    assert [line for line in text.splitlines() if line.startswith("data warning:")] == [
+        "data warning: warning [0]", "data warning: warning [1]", "data warning: warning [2]"]
+    assert "... and 2 more data warnings" in text
+
+
 # ---------------------------------------------------------------- through the real CLI
 
 
@@ -446,6 +462,7 @@ def test_cli_run_records_the_data_checks(tmp_path, tiny_bert):
                      "debug=limit", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
                      "hydra.run.dir=run")
     assert "24 of 24 test rows repeat a train text" in result.stderr + result.stdout
+    assert "data warning: 24 of 24 test rows repeat a train text" in result.stdout  # under the summary table
     checks = json.loads((tmp_path / "run" / "summary.json").read_text())["data_checks"]
     assert checks["overlap"]["train-test"]["exact"] == 24 and checks["rows"] == {"train": 24, "val": 6, "test": 24}
     assert checks["truncation"]["train"]["truncated"] == 24  # "row N says something" is 6 tokens with specials
