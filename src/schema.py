@@ -160,7 +160,7 @@ TARGETS: dict[str, dict[str, Rule]] = {
         "tokenizer": TEXT, "max_length": integer(ge=3), "batch_size": COUNT, "eval_batch_size": COUNT,
         "val_fraction": NULL | FRACTION, "seed": SEED, "num_workers": integer(ge=0), "group_by_length": BOOL,
         "pad_to_multiple_of": COUNT, "features": one_of("tokens", "embeddings"), "encoding": ENCODING,
-        "on_leakage": one_of("warn", "error"),
+        "on_leakage": one_of("warn", "error", "drop_from_train"),
     },
     "src.data.sources.tabular.TabularSource": {
         "train": TEXT, "val": NULL | TEXT, "test": NULL | TEXT, "format": one_of("auto", "csv", "tsv", "jsonl"),

@@ -18,7 +18,7 @@ from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-LEAKAGE_POLICIES = ("warn", "error")
+LEAKAGE_POLICIES = ("warn", "error", "drop_from_train")
 TRUNCATION_WARN_SHARE = 0.10  # warn when a split has more of its texts cut than this
 NAMED = 5  # rows or labels a message names before "and N more"
 
@@ -63,6 +63,22 @@ def overlap(earlier: Split, later: Split) -> dict[str, Any]:
     loose_rows = [i for i, text in enumerate(later.texts) if normalised(text) in loose]
     origin = later.origin or [f"record {i}" for i in range(len(later))]
     return {"exact": len(exact_rows), "normalised": len(loose_rows), "rows": [origin[i] for i in loose_rows[:NAMED]]}
+
+
+def drop_leaked_train_rows(data: LabelledData) -> tuple[LabelledData, str | None]:
+    """``data.on_leakage=drop_from_train``: train rows whose text (:func:`normalised`) is also in val or test are
+    removed, so held-out scores measure unseen texts; returns the data and the message naming what went."""
+    held_out = {normalised(text) for name in ("val", "test") if name in data.splits
+                for text in data.splits[name].texts}
+    train = data.splits["train"]
+    keep = [i for i, text in enumerate(train.texts) if normalised(text) not in held_out]
+    if len(keep) == len(train):
+        return data, None
+    dropped = sorted(set(range(len(train))) - set(keep))
+    origin = train.origin or [f"record {i}" for i in range(len(train))]
+    message = (f"data.on_leakage=drop_from_train: dropped {len(dropped)} of {len(train)} train rows whose text is "
+               f"also in val or test: {_names([origin[i] for i in dropped])}")
+    return data.with_splits({**data.splits, "train": train.subset(keep)}), message
 
 
 def truncation(lengths: np.ndarray, max_length: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data.augment import EasyDataAugmentation
 from src.data.batching import LengthGroupedBatchSampler, PadCollator, shard
-from src.data.checks import DataChecks, check_leakage_policy, refuse_untrainable
+from src.data.checks import DataChecks, check_leakage_policy, drop_leaked_train_rows, refuse_untrainable
 from src.data.embeddings import EmbeddedSplit, EmbeddingCache
 from src.data.records import LabelledData, Split
 from src.data.splitting import carve_validation
@@ -138,6 +138,10 @@ class TextDataModule(L.LightningDataModule):
                 refuse_untrainable(data)
             if self.val_fraction is not None:
                 data = carve_validation(data, self.val_fraction, self.seed)
+            if self.on_leakage == "drop_from_train" and self.fixed_labels is None:
+                data, dropped = drop_leaked_train_rows(data)
+                if dropped:
+                    data.facts.setdefault("warnings", []).append(dropped)
             self._checks = DataChecks.build(data, self.encoding, self.max_length, self.on_leakage,
                                             training=self.fixed_labels is None)
             if self.augment is not None:

@@ -470,3 +470,24 @@ def test_cli_run_records_the_data_checks(tmp_path, tiny_bert):
     assert run.data.metrics["data/overlap_train_test"] == 24 and run.data.params["data_checks.task"] == "multiclass"
     artifacts = Path(run.info.artifact_uri.removeprefix("file://")) / "data_checks.json"
     assert json.loads(artifacts.read_text()) == checks
+
+
+def test_drop_from_train_removes_exactly_the_leaked_rows(tmp_path, caplog):
+    """Planted duplicates (exact and up to case/whitespace) of val and test texts leave train; the rest stays in
+    order, and the message names the rows. Reference: a plain set comparison on the raw files."""
+    train = rows(12, ["joy", "anger", "fear"])
+    val = [(train[1][0].upper(), train[1][1]), ("val only", "fear"), (train[4][0], "anger")]
+    test = [("  ".join(train[7][0].split()), train[7][1]), ("test only", "joy")]
+    for name, records in (("train", train), ("val", val), ("test", test)):
+        write_csv(tmp_path / f"{name}.csv", records)
+    with caplog.at_level(logging.WARNING):
+        datamodule, message = load(tmp_path, ["data=csv", "data.on_leakage=drop_from_train",
+                                              *(source(s, tmp_path / f"{s}.csv") for s in ("train", "val", "test"))])
+    assert message is None, message
+    held_out = {" ".join(t.split()).casefold() for t, _ in val + test}
+    expected = [t for t, _ in train if " ".join(t.split()).casefold() not in held_out]
+    assert datamodule.load().splits["train"].texts == expected and len(expected) == 9
+    overlap = datamodule.checks.to_dict()["overlap"]
+    assert overlap["train-val"]["normalised"] == 0 and overlap["train-test"]["normalised"] == 0
+    dropped = [r.getMessage() for r in caplog.records if "drop_from_train" in r.getMessage()]
+    assert len(dropped) == 1 and "dropped 3 of 12 train rows" in dropped[0] and "train.csv:3" in dropped[0]
