@@ -440,8 +440,7 @@ def composition_message(error: CompactHydraException) -> str:
         key = str(cause.full_key)
         parent, _, leaf = key.rpartition(".")
         given = re.search(r"\+(\S+)", text)
-        root = cause.parent_node if cause.parent_node is not None else None
-        known = [f"{parent}.{p}" if parent else p for p in _paths_under(root, "")] if root is not None else []
+        known = [f"{parent}.{p}" if parent else p for p in _paths_under(cause.parent_node, "")]
         same = [p for p in known if p.rsplit(".", 1)[-1] == leaf]
         close = same or difflib.get_close_matches(key, known, n=2, cutoff=0.8)
         hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
@@ -493,9 +492,14 @@ def app(config_name: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def planned_jobs(config: DictConfig) -> list[list[str]]:
-    """The overrides of the jobs a ``--multirun`` will launch: every job of a grid (Hydra's basic sweeper); for a
-    search, each swept key at each of its choices or range values, or an interval's two ends, the rest as fixed."""
+EXACT_JOBS = 32  # a grid up to this size is checked job by job (a composition takes ~0.3 s), a larger one by value
+
+
+def planned_jobs(config: DictConfig) -> tuple[list[list[str]], bool]:
+    """The overrides of the jobs to check before a ``--multirun`` launches, and whether they are exactly the jobs it
+    will run: every job of a grid (Hydra's basic sweeper) of up to ``EXACT_JOBS``; for a larger grid, its first job
+    and each other swept value in it; for a search, each swept key at each of its choices or range values, or an
+    interval's two ends, beside the fixed overrides."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
@@ -503,9 +507,16 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
     sweeper = config.hydra.sweeper
     lines = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(lines)
-    if sweeper.get("_target_") == f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-        return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
     by_key = {o.get_key_element(): o for o in overrides}  # the command line's value replaces the configured one
+    if sweeper.get("_target_") == f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        grid = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        if len(grid) <= EXACT_JOBS:
+            return grid, True
+        columns = [[f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+                   for key, o in by_key.items()]
+        base = [column[0] for column in columns]
+        return [base] + [[*base[:i], entry, *base[i + 1:]] for i, column in enumerate(columns)
+                         for entry in column[1:]], False
     fixed = [o.input_line for o in by_key.values() if not o.is_sweep_override()]
     jobs = [fixed]
     for key, override in by_key.items():
@@ -513,7 +524,7 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
             value = override.value()
             ends = [value.start, value.end] if isinstance(value, IntervalSweep) else override.sweep_string_iterator()
             jobs += [[*fixed, f"{key}={candidate}"] for candidate in ends]
-    return jobs
+    return jobs, False
 
 
 def job_problems(job: DictConfig) -> list[str]:
@@ -532,13 +543,13 @@ class SweepValidation(Callback):
         from hydra.core.global_hydra import GlobalHydra
 
         loader = GlobalHydra.instance().config_loader()
-        grid = config.hydra.sweeper.get("_target_", "").endswith("BasicSweeper")
-        for overrides in planned_jobs(config):
+        jobs, exact = planned_jobs(config)
+        for overrides in jobs:
             try:
                 job = loader.load_sweep_config(config, overrides)
             except (HydraException, OmegaConfBaseException) as error:
-                if not grid:
-                    continue  # a search's sampled combination that does not compose fails that trial alone
+                if not exact:
+                    continue  # not a job that will run (a search's trial that does not compose fails alone)
                 message = composition_message(error) if isinstance(error, CompactHydraException) else error
                 job = " ".join(overrides)
                 raise SystemExit(f"error: the sweep's job '{job}' does not compose: {message}") from None

@@ -195,13 +195,46 @@ def test_sweep_jobs_are_planned_as_the_sweeper_runs_them():
         grid = compose("train", return_hydra_config=True)  # the task overrides as a --multirun passes them:
         search = compose("train", ["hparams_search=optuna"], return_hydra_config=True)
     grid.hydra.overrides.task = ["optim.lr=1e-4,-1", "seed=1,2"]
-    assert planned_jobs(grid) == [["optim.lr=0.0001", "seed=1"], ["optim.lr=0.0001", "seed=2"],
-                                  ["optim.lr=-1", "seed=1"], ["optim.lr=-1", "seed=2"]]
+    assert planned_jobs(grid) == ([["optim.lr=0.0001", "seed=1"], ["optim.lr=0.0001", "seed=2"],
+                                   ["optim.lr=-1", "seed=1"], ["optim.lr=-1", "seed=2"]], True)
+    grid.hydra.overrides.task = ["loss=bce", "optim.lr=1e-4,-1", "seed=range(0,20)"]  # 40 jobs: value by value
+    jobs, exact = planned_jobs(grid)
+    assert not exact and len(jobs) == 1 + 1 + 19
+    assert jobs[0] == ["loss=bce", "optim.lr=0.0001", "seed=0"] and ["loss=bce", "optim.lr=-1", "seed=0"] in jobs
     search.hydra.overrides.task = ["hparams_search=optuna", "optim.lr=interval(-1, 1)"]
-    jobs = planned_jobs(search)
-    assert jobs[0] == ["hparams_search=optuna"]  # the fixed overrides alone, then each swept key at its candidates
+    jobs, exact = planned_jobs(search)
+    assert not exact and jobs[0] == ["hparams_search=optuna"]  # the fixed overrides, then each swept value
     assert ["hparams_search=optuna", "optim.lr=-1.0"] in jobs and ["hparams_search=optuna", "optim.lr=1.0"] in jobs
     assert ["hparams_search=optuna", "optim.head_lr_multiplier=30"] in jobs
+
+
+def test_a_search_trial_that_breaks_a_rule_fails_without_a_job(tmp_path):
+    """Sampled values are checked too: the enqueued trial with a negative learning rate is failed without a job (so
+    without an MLflow run); the search goes on."""
+    optuna = pytest.importorskip("optuna", reason="pip install -e '.[search]'")
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import HydraContext
+    from hydra_plugins.labelwise_sweeper.optuna_sweeper import OptunaSweeper
+
+    from tests.test_search import ScriptedLauncher
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="labelwise", storage=storage, direction="maximize")
+    for lr in (1e-4, -1e-4, 2e-4):
+        study.enqueue_trial({"optim.lr": lr})
+    launcher = ScriptedLauncher([0.5, 0.6])
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("train", overrides=["hparams_search=optuna", "hydra.sweeper.n_trials=3",
+                                             f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=None)
+        sweeper = OptunaSweeper(**{k: v for k, v in config.hydra.sweeper.items() if k != "_target_"})
+        sweeper.setup(hydra_context=context, task_function=lambda cfg: None, config=config)
+        sweeper.launcher = launcher
+        sweeper.sweep(["hparams_search=optuna", "optim.lr=interval(-1e-3, 1e-3)"])
+
+    trials = optuna.load_study(study_name="labelwise", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert sum(len(batch) for batch in launcher.batches) == 2  # the bad trial never became a job
 
 
 # ---------------------------------------------------------------- the real CLI
