@@ -30,6 +30,7 @@ def train(overrides: Sequence[str] = (), config_name: str = "train") -> dict[str
     from omegaconf import open_dict
 
     from src import CONFIG_PATH
+    from src.resolvers import unique_time
     from src.tracking.naming import override_key
     from src.train import train as run
 
@@ -41,8 +42,8 @@ def train(overrides: Sequence[str] = (), config_name: str = "train") -> dict[str
         if "paths.root_dir" not in given:
             cfg.paths.root_dir = os.getcwd()
         if "paths.output_dir" not in given:
-            stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-            cfg.paths.output_dir = str(Path(cfg.paths.root_dir) / "outputs" / stamp)
+            now = datetime.now()
+            cfg.paths.output_dir = str(Path(cfg.paths.root_dir) / "outputs" / f"{now:%Y-%m-%d}" / unique_time(now))
     return run(cfg)
 
 

@@ -22,10 +22,13 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from src import resolvers
 from src.errors import ConfigError, reported_to_user
 from src.metrics.statistics import Bootstrap, holm, paired_bootstrap, paired_permutation, paired_tests, seeds_needed
 from src.schema import app, validate
 from src.tracking.sweep_results import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
+
+resolvers.register()
 
 #: ``seeds needed`` above this reads ">1000": the difference is not worth chasing with seeds.
 SEEDS_LIMIT = 1000
