@@ -57,11 +57,10 @@ def open_parent(cfg: DictConfig, overrides: list[str]) -> tuple[MlflowClient, st
     logger = cfg.get("logger") and cfg.logger.get("mlflow")
     if not logger:
         return None
-    from src.tracking.mlflow import get_or_create_experiment
+    from src.tracking.mlflow import open_store, process_tags
 
-    client = MlflowClient(logger.tracking_uri)
-    experiment = get_or_create_experiment(client, logger.experiment_name, logger.get("artifact_location"))
-    tags = {KIND_TAG: "cv", **job_tags(overrides), FOLDS_TAG: str(cfg.cv.folds)}
+    client, experiment = open_store(logger.tracking_uri, logger.experiment_name, logger.get("artifact_location"))
+    tags = {KIND_TAG: "cv", **job_tags(overrides), FOLDS_TAG: str(cfg.cv.folds), **process_tags()}
     run = client.create_run(experiment, run_name=f"{logger.run_name} cv{cfg.cv.folds}", tags=tags)
     return client, run.info.run_id
 

@@ -16,6 +16,7 @@ from hydra.utils import instantiate, to_absolute_path
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src import resolvers
@@ -23,15 +24,24 @@ from src.callbacks.curves import TrainingCurves
 from src.callbacks.evaluation import Evaluation
 from src.cv import cross_validate
 from src.distill import Distillation
-from src.errors import ConfigError, reported_to_user
+from src.errors import ConfigError, LabelwiseError, reported_to_user
 from src.export import after_training, check_before_training
 from src.losses.base import build_loss
-from src.models.module import ClassifierModule
+from src.models.module import CHECKPOINT_KEY, ClassifierModule
 from src.runtime import allow_tf32, keep_large_allocations
 from src.schema import app, validate
 from src.summary import metrics_by_split, print_summary, write_summary
-from src.tracking.checkpoint import AtomicCheckpointIO, RunMetadata, read_metadata
-from src.tracking.mlflow import find_mlflow, flat_params, log_run_config, record_failure, tag_run
+from src.tracking.checkpoint import AtomicCheckpointIO, ResumeState, RunMetadata, read_checkpoint
+from src.tracking.mlflow import (
+    find_mlflow,
+    flat_params,
+    log_run_config,
+    open_store,
+    process_tags,
+    record_failure,
+    reopen_run,
+    tag_run,
+)
 from src.tracking.naming import override_key
 from src.tracking.pruning import pruning_callbacks
 from src.tracking.sweep import hydra_run_name, in_multirun, job_failure_file, job_tags
@@ -63,10 +73,16 @@ def group_choices() -> dict[str, str]:
 def resume_config(cfg: DictConfig) -> DictConfig:
     """The checkpoint's own config with this command's key=value overrides on top, so a plain
     ``ckpt_path=...`` continues the same experiment (and MLflow run) in a new output directory."""
-    metadata = read_metadata(cfg.ckpt_path)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    metadata = checkpoint[CHECKPOINT_KEY]
     if not metadata.get("resumable", True):
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} was written by labelwise 0.1: it can be evaluated, predicted "
                           "with and exported, but not resumed. Start a new run instead.")
+    if "optimizer_states" not in checkpoint:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds the weights only (callbacks.model_checkpoint."
+                          "save_weights_only=true, or debug=limit): no optimizer or loop state to resume from. "
+                          "Evaluate, predict with or export it, or resume from a full checkpoint (save_weights_only="
+                          "false).")
     stored = OmegaConf.create(metadata["config_unresolved"])
     groups = set(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else set()
     changes = [item for item in overrides() if not item.startswith(("ckpt_path=", "hydra."))]
@@ -138,15 +154,26 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dic
     keep_large_allocations()
     allow_tf32()
     L.seed_everything(cfg.seed, workers=True)
+    mlflow_config = cfg.logger.get("mlflow") if cfg.get("logger") else None
+    if mlflow_config and rank_zero_only.rank == 0:  # the store ready before any logger touches it
+        open_store(mlflow_config.tracking_uri, mlflow_config.experiment_name, mlflow_config.get("artifact_location"))
     loggers = instantiate_dict(cfg.logger)
     mlflow = find_mlflow(loggers) if rank_zero_only.rank == 0 else None
     try:
         if mlflow:
-            tag_run(mlflow, {**job_tags(overrides()), **(tags or {})})
+            if cfg.ckpt_path:
+                reopen_run(mlflow)
+            tag_run(mlflow, {**job_tags(overrides()), **process_tags(), **(tags or {})})
         summary = fit_and_evaluate(cfg, loggers, mlflow, extra_callbacks)
         if rank_zero_only.rank == 0:
             after_training(cfg.get("export"), summary, hub_token)
         return summary
+    except SIGTERMException:  # Lightning's SystemExit without a code: the process would exit 0
+        stopped = LabelwiseError("stopped by SIGTERM. Resume with ckpt_path=<run dir>/checkpoints/last.ckpt (or "
+                                 "periodic.ckpt, written mid-epoch).")
+        if mlflow:
+            record_failure(mlflow, stopped)
+        raise stopped from None
     except BaseException as error:
         if mlflow:
             record_failure(mlflow, error)
@@ -181,7 +208,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         callbacks.append(Distillation(to_absolute_path(cfg.distill.teacher), cfg.distill.alpha,
                                       cfg.distill.temperature, cache_dir=cfg.paths.cache_dir))
     callbacks += [evaluation, TrainingCurves(report_dir / "training_curves.png" if report_dir else None),
-                  RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), *pruning,
+                  RunMetadata(resolved, OmegaConf.to_container(cfg, resolve=False)), ResumeState(), *pruning,
                   *extra_callbacks]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     datamodule.attach(net, trainer.precision)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from src.progress import progress
 from src.runtime import autocast_for
@@ -30,7 +30,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Batches stay random in content and order (windows are random samples) while nearly uniform in length.
     Deterministic given ``seed`` and the epoch (Lightning calls :meth:`set_epoch`). Under DDP each rank takes
     every ``replicas``-th batch of the same global order; the list is padded by repeating its first batches so
-    every rank runs the same number of steps.
+    every rank runs the same number of steps. :meth:`resume` makes one epoch start after the batches a checkpoint
+    had already trained on (a mid-epoch resume continues from the same batch).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, window: int = 50):
@@ -39,9 +40,21 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.window = window
         self.epoch = 0
+        self._resume_at: tuple[int, int] | None = None
+
+    @property
+    def sampler(self) -> LengthGroupedBatchSampler:
+        """Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` (the index sampler torch's BatchSampler wraps),
+        never on the batch sampler itself; this one draws its own indices, so it stands there for itself (without it
+        every epoch repeated the first epoch's batches)."""
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches: int) -> None:
+        """The next iteration of ``epoch`` skips its first ``batches`` batches (this rank's)."""
+        self._resume_at = (epoch, batches)
 
     def _global_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -59,7 +72,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         replicas, rank = _world()
         per_rank = -(-len(batches) // replicas)
         batches += batches[: per_rank * replicas - len(batches)]
-        for batch in batches[rank::replicas]:
+        skip = 0
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            skip, self._resume_at = self._resume_at[1], None
+        for batch in batches[rank::replicas][skip:]:
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -68,6 +84,22 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         full_windows, rest = divmod(len(self.lengths), self.batch_size * self.window)
         batches = full_windows * self.window + -(-rest // self.batch_size)
         return -(-batches // _world()[0])
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader that Lightning checkpoints mid-epoch (it has ``state_dict``/``load_state_dict``): its
+    state is the epoch and the batches trained in it, as ``trained()`` counts them (the fit loop's count: the loader
+    itself runs a batch ahead, Lightning prefetches one). Loading it makes the sampler skip those batches."""
+
+    def __init__(self, *args, trained: Callable[[], int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.trained = trained
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.batch_sampler.epoch), "batches": int(self.trained())}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.batch_sampler.resume(state_dict["epoch"], state_dict["batches"])
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.augment import EasyDataAugmentation
-from src.data.batching import LengthGroupedBatchSampler, PadCollator, shard
+from src.data.batching import LengthGroupedBatchSampler, PadCollator, ResumableDataLoader, shard
 from src.data.checks import DataChecks, check_leakage_policy, drop_leaked_train_rows, refuse_untrainable
 from src.data.embeddings import EmbeddedSplit, EmbeddingCache
 from src.data.records import LabelledData, Split
@@ -241,20 +241,27 @@ class TextDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- loaders
 
-    def _loader(self, split: str, batch_sampler) -> DataLoader:
+    def _loader(self, split: str, batch_sampler, loader: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
         collate = PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of) if self.features == "tokens" \
             else None
-        return DataLoader(self._datasets[split], batch_sampler=batch_sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return loader(self._datasets[split], batch_sampler=batch_sampler, collate_fn=collate,
+                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
 
     def lengths(self, split: str) -> list[int]:
         dataset = self._datasets[split]
         return dataset.lengths if self.features == "tokens" else [0] * len(dataset)
 
     def train_dataloader(self) -> DataLoader:
-        """Length-grouped batches (or plain shuffled ones); sharded per DDP rank by the sampler itself."""
+        """Length-grouped batches (or plain shuffled ones); sharded per DDP rank by the sampler itself; resumable
+        mid-epoch."""
         lengths = self.lengths("train") if self.group_by_length else [0] * len(self._datasets["train"])
-        return self._loader("train", LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed))
+        return self._loader("train", LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed),
+                            ResumableDataLoader, trained=self._batches_trained)
+
+    def _batches_trained(self) -> int:
+        """Batches of the current epoch the fit loop has trained on (0 outside fit)."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
 
     def _eval_loader(self, split: str) -> DataLoader:
         """Batches sorted by length, this rank's share under DDP (the evaluation callback gathers the rows)."""

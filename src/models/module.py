@@ -52,6 +52,8 @@ class ClassifierModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.train_counts: Counts | None = None
         self.distill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # src/distill.py
+        #: Entries of the run (its config, MLflow run id) every checkpoint carries; set by the trainer's RunMetadata.
+        self.run_metadata: dict[str, Any] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B, C]`` of a batch of token ids (or of pooled ``embeddings``)."""
@@ -145,7 +147,7 @@ class ClassifierModule(L.LightningModule):
         """The artifact's config (with the thresholds tuned for these weights) beside its weights, as plain types:
         a checkpoint loads with ``weights_only=True`` and rebuilds the model without its training code."""
         checkpoint.setdefault(CHECKPOINT_KEY, {}).update(
-            format=CHECKPOINT_FORMAT, net_config=self.net.config.to_dict())
+            format=CHECKPOINT_FORMAT, net_config=self.net.config.to_dict(), **self.run_metadata)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint[CHECKPOINT_KEY]["net_config"]

@@ -8,12 +8,17 @@ A checkpoint of labelwise 0.1 (a ``TextClassifier`` with its head under ``head.1
 from __future__ import annotations
 
 import pickle
+import random
+import time
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from src.errors import ConfigError
@@ -26,17 +31,94 @@ CONSOLIDATED = "consolidated.ckpt"
 
 
 class RunMetadata(L.Callback):
-    """Adds the run's config (resolved, and unresolved for resume) and MLflow run id to every checkpoint."""
+    """Adds the run's config (resolved, and unresolved for resume) and MLflow run id to every checkpoint, weights-only
+    ones included: Lightning calls no callback hook for those, so the entries go through the module's own
+    ``on_save_checkpoint`` (:attr:`ClassifierModule.run_metadata`)."""
 
     def __init__(self, config: dict[str, Any], config_unresolved: dict[str, Any]):
         self.config = config
         self.config_unresolved = config_unresolved
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         mlflow = find_mlflow(trainer.loggers)
-        checkpoint.setdefault(CHECKPOINT_KEY, {}).update(
-            config=self.config, config_unresolved=self.config_unresolved,
-            mlflow_run_id=mlflow.run_id if mlflow else None)
+        pl_module.run_metadata = {"config": self.config, "config_unresolved": self.config_unresolved,
+                                  "mlflow_run_id": mlflow.run_id if mlflow else None}
+
+
+class ResumeState(L.Callback):
+    """What a resume mid-epoch needs beyond Lightning's own state, so it trains on the same batches with the same
+    dropout masks as the run that was not interrupted:
+
+    - the random number generators (torch CPU and CUDA, numpy, Python), in every full checkpoint as plain types, put
+      back at ``on_train_start``: after what a resume draws first (model init, the sanity check, the data loader
+      iterator), where the saving run was;
+    - the training loader's position (:class:`~src.data.batching.ResumableDataLoader`): Lightning restores it only
+      when it builds the loader after loading the checkpoint, but the LR schedule's ``estimated_stepping_batches``
+      builds it before, so it is restored here (before the first batch is drawn).
+    """
+
+    def __init__(self):
+        self._loaded: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+                "python": random.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loaded = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.fit_loop._load_combined_loader_states()  # a no-op when Lightning did it (or there is nothing to load)
+        state, self._loaded = self._loaded, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
+class PeriodicCheckpoint(ModelCheckpoint):
+    """A full checkpoint (``periodic.ckpt``, overwritten) once ``train_time_interval`` (``HH:MM:SS`` or seconds) of
+    training passed without any checkpoint, so a kill in a long epoch loses at most that much; resuming from it
+    continues from the same batch. The clock restarts at every epoch end (when the epoch's checkpoints are written), so
+    epochs shorter than the interval never write it; it is removed when fit ends (the epoch checkpoints supersede
+    it)."""
+
+    def __init__(self, dirpath: str, train_time_interval: str | float = "00:30:00", filename: str = "periodic"):
+        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1, save_last=False,
+                         enable_version_counter=False, train_time_interval=parse_interval(train_time_interval))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._last_time_checked = time.monotonic()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.best_model_path:
+            Path(self.best_model_path).unlink(missing_ok=True)
+        self.best_model_path = ""
+
+
+def parse_interval(value: str | float) -> timedelta:
+    """``"00:30:00"`` or ``1800`` (seconds) as a timedelta; a ConfigError naming the key otherwise."""
+    try:
+        if isinstance(value, str) and ":" in value:
+            hours, minutes, seconds = (float(part) for part in value.split(":"))
+            interval = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        else:
+            interval = timedelta(seconds=float(value))
+    except ValueError:
+        interval = None
+    if interval is None or interval.total_seconds() < 0:
+        raise ConfigError(f"callbacks.periodic_checkpoint.train_time_interval={value!r}: give HH:MM:SS or seconds "
+                          "(>= 0); callbacks.periodic_checkpoint=null switches it off.")
+    return interval
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -119,9 +119,8 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
-        from mlflow import MlflowClient
 
-        from src.tracking.mlflow import get_or_create_experiment  # lazily: it imports Lightning
+        from src.tracking.mlflow import open_store, process_tags  # lazily: it imports Lightning
 
         HydraConfig.instance().set_config(config)  # the paths interpolate ${hydra:runtime.cwd}
         logger = _mlflow_logger_config(config)
@@ -131,8 +130,7 @@ class SweepCallback(Callback):
         keys = swept_keys(overrides)
         fixed = {override_key(item) for item in overrides}  # a command-line value beats the space
         keys += [key for key in config.hydra.sweeper.get("params") or {} if key not in fixed]  # a search space
-        client = MlflowClient(logger.tracking_uri)  # the first call creates / migrates the store, once
-        experiment_id = get_or_create_experiment(client, logger.experiment_name, logger.artifact_location)
+        client, experiment_id = open_store(logger.tracking_uri, logger.experiment_name, logger.artifact_location)
         sweep_dir = Path(config.hydra.sweep.dir)
         grid = [item for item in overrides if override_key(item) in keys]
         name = f"{' '.join(grid) or 'search over ' + ', '.join(keys)} ({datetime.now():%Y-%m-%d %H:%M})"
@@ -143,6 +141,7 @@ class SweepCallback(Callback):
             "labelwise.sweeper": str(config.hydra.sweeper.get("_target_", "")),
             "labelwise.launcher": str(config.hydra.launcher.get("_target_", "")),
             **git_tags(),
+            **process_tags(),
         })
         client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "config/overrides.txt")
         sweep_dir.mkdir(parents=True, exist_ok=True)

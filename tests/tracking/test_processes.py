@@ -1,0 +1,110 @@
+"""Real processes on one MLflow store: runs started at once on a fresh store all finish in their own run dirs, a run
+killed with SIGKILL is marked KILLED when the next run starts (and a resume reopens it), SIGTERM and Ctrl-C end the
+run FAILED with its error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from src.models.module import CHECKPOINT_KEY
+from src.tracking.mlflow import HOST_TAG, KILLED_NOTE_TAG, PID_TAG
+from src.train import train
+from tests.helpers import ROOT, compose_train, quick, runs_in, write_dataset
+
+pytestmark = pytest.mark.slow
+SHORT = ["trainer.max_epochs=1", "report=false", "test=false"]
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(path_glob: str, root: Path, process: subprocess.Popen, seconds: float = 120) -> Path:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [p for p in root.glob(path_glob) if not p.name.startswith(".")]
+        if found:
+            return found[0]
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no {path_glob} under {root} after {seconds} s")
+
+
+def test_runs_started_at_once_on_a_fresh_store_all_finish_in_their_own_dirs(tmp_path, tiny_bert):
+    """Before: the runs shared one run dir (same second) and raced to create the SQLite store
+    (``table logged_models already exists``): 2 of 3 lost."""
+    paths = write_dataset(tmp_path, multilabel=True)
+    processes = [start(tmp_path, *quick(tiny_bert, paths, *SHORT)) for _ in range(3)]
+    results = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, results):
+        assert process.returncode == 0, stderr[-3000:]
+
+    summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("outputs/*/*/summary.json"))]
+    assert len({s["output_dir"] for s in summaries}) == 3
+    run_ids = {s["mlflow"]["run_id"] for s in summaries}
+    runs = runs_in(tmp_path / "outputs" / "mlflow.db")
+    assert {r.info.run_id for r in runs} == run_ids and len(run_ids) == 3
+    assert [r.info.status for r in runs] == ["FINISHED"] * 3
+    assert {r.data.tags[PID_TAG] for r in runs} == {str(p.pid) for p in processes}
+    for summary in summaries:  # each run's checkpoint carries its own run's id
+        checkpoint = torch.load(summary["best_checkpoint"], weights_only=True, mmap=True)
+        assert checkpoint[CHECKPOINT_KEY]["mlflow_run_id"] == summary["mlflow"]["run_id"]
+    print(f"\nparallel start: 3 started, {len(summaries)} finished, {len(runs)} runs FINISHED")
+
+
+def test_a_killed_run_is_marked_killed_by_the_next_run_and_reopened_by_its_resume(tmp_path, tiny_bert):
+    paths = write_dataset(tmp_path, multilabel=True)
+    args = quick(tiny_bert, paths, "trainer.max_epochs=50", "report=false",
+                 "callbacks.periodic_checkpoint.train_time_interval=0")
+    process = start(tmp_path, *args)
+    periodic = wait_for("outputs/*/*/checkpoints/periodic.ckpt", tmp_path, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    store = tmp_path / "outputs" / "mlflow.db"
+    (killed,) = runs_in(store)
+    assert killed.info.status == "RUNNING" and killed.data.tags[HOST_TAG]  # nobody could end it
+
+    train(compose_train(tmp_path, quick(tiny_bert, paths, *SHORT)))  # another run starts on the store
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "KILLED"
+    assert f"process {process.pid} on " in run.data.tags[KILLED_NOTE_TAG]
+    assert [r.info.status for r in runs_in(store)].count("FINISHED") == 1
+
+    cfg = compose_train(tmp_path, [f"ckpt_path={periodic}", "trainer.max_epochs=1", "report=false"])
+    cfg.paths.output_dir = str(tmp_path / "resumed")
+    train(cfg)
+    assert client.get_run(killed.info.run_id).info.status == "FINISHED"  # the same run, reopened and ended
+    assert client.get_run(killed.info.run_id).data.tags[PID_TAG] == str(os.getpid())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_ends_the_run_failed_with_its_error(tmp_path, tiny_bert, signum):
+    paths = write_dataset(tmp_path, multilabel=True)
+    process = start(tmp_path, *quick(tiny_bert, paths, "trainer.max_epochs=50", "report=false",
+                                     "callbacks.periodic_checkpoint.train_time_interval=0"))
+    wait_for("outputs/*/*/checkpoints/periodic.ckpt", tmp_path, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
+    assert run.info.status == "FAILED", stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    error = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
+    if signum == signal.SIGTERM:  # one line, exit 1
+        assert process.returncode == 1 and error.startswith("error: stopped by SIGTERM. Resume with ckpt_path=")
+        assert "Traceback" not in stderr and stderr.count("error: stopped by SIGTERM") == 1
+    else:  # Lightning's graceful shutdown: exit 1, the interrupt's traceback in error.txt
+        assert process.returncode == 1 and "KeyboardInterrupt" in error + stderr, stderr[-3000:]
