@@ -25,6 +25,7 @@ from src.predict import plain
 from src.runtime import fast_precision
 from src.schema import app, validate
 from src.summary import print_summary, write_summary
+from src.tracking.mlflow import open_store
 
 resolvers.register()
 
@@ -58,6 +59,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         tags["labelwise.thresholds"] = predictor.net.config.thresholds["policy"]
     if predictor.metadata.get("mlflow_run_id"):
         tags["labelwise.training_run_id"] = predictor.metadata["mlflow_run_id"]
+    open_store(cfg.paths.mlflow_uri, cfg.task_name, f"{cfg.paths.mlflow_dir}/artifacts")  # once, under its lock
     logger = MLFlowLogger(experiment_name=cfg.task_name, run_name=f"eval {cfg.split}",
                           tracking_uri=cfg.paths.mlflow_uri, tags=tags,
                           artifact_location=f"{cfg.paths.mlflow_dir}/artifacts")

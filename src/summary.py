@@ -54,7 +54,13 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         low, high = test["macro_f1_ci95"]
         rule = "tuned thresholds" if summary.get("thresholds") else "0.5"
         console.print(f"test macro-F1 95% bootstrap interval ({rule}): {low:.4f} - {high:.4f}")
-    console.print(f"best checkpoint: {summary['best_checkpoint']}", soft_wrap=True)
+    sizes = summary.get("checkpoint_mb", {})
+    for kind in ("best", "last"):
+        path = summary.get(f"{kind}_checkpoint")
+        if path:
+            size = sizes.get(Path(path).name)
+            console.print(f"{kind} checkpoint: {' ' if kind == 'last' else ''}{path}"
+                          + (f"  ({size:,.1f} MB)" if size is not None else ""), soft_wrap=True)
     if summary["mlflow"]["run_id"]:
         console.print(
             f"MLflow run:      {summary['mlflow']['run_id']}  ({summary['mlflow']['tracking_uri']})", soft_wrap=True

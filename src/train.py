@@ -242,6 +242,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         "output_dir": str(output_dir),
         "best_checkpoint": best or None,
         "last_checkpoint": last or None,
+        "checkpoint_mb": {Path(path).name: round(Path(path).stat().st_size / 1e6, 2) for path in (best, last)
+                          if path and Path(path).is_file()},  # a weights-only one is about a third of a full one
         "mlflow": {
             "run_id": mlflow.run_id if mlflow else None,
             "tracking_uri": cfg.paths.mlflow_uri if mlflow else None,

@@ -64,47 +64,45 @@ def test_runs_started_at_once_on_a_fresh_store_all_finish_in_their_own_dirs(tmp_
     print(f"\nparallel start: 3 started, {len(summaries)} finished, {len(runs)} runs FINISHED")
 
 
-def test_a_killed_run_is_marked_killed_by_the_next_run_and_reopened_by_its_resume(tmp_path, tiny_bert):
+def test_kill_9_sigterm_and_ctrl_c_on_one_store(tmp_path, tiny_bert):
+    """Three trainings at once, each stopped mid-fit: SIGTERM and Ctrl-C end their runs FAILED with the error
+    (SIGTERM: one line, exit 1; it used to exit 0); kill -9 leaves its run RUNNING until the next run starts on the
+    store, which marks it KILLED; resuming it from its periodic checkpoint reopens and finishes the same run."""
     paths = write_dataset(tmp_path, multilabel=True)
     args = quick(tiny_bert, paths, "trainer.max_epochs=50", "report=false",
                  "callbacks.periodic_checkpoint.train_time_interval=0")
-    process = start(tmp_path, *args)
-    periodic = wait_for("outputs/*/*/checkpoints/periodic.ckpt", tmp_path, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    signals = {"kill -9": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "Ctrl-C": signal.SIGINT}
+    processes = {name: start(tmp_path, *args) for name in signals}
+    periodic = {}
+    for name, process in processes.items():  # the run dir ends with the pid
+        periodic[name] = wait_for(f"outputs/*/*-{process.pid}/checkpoints/periodic.ckpt", tmp_path, process)
+    for name, process in processes.items():
+        process.send_signal(signals[name])
+    stderr = {name: process.communicate(timeout=120)[1] for name, process in processes.items()}
     store = tmp_path / "outputs" / "mlflow.db"
-    (killed,) = runs_in(store)
-    assert killed.info.status == "RUNNING" and killed.data.tags[HOST_TAG]  # nobody could end it
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    runs = {r.data.tags[PID_TAG]: r for r in runs_in(store)}
+    run = {name: runs[str(process.pid)] for name, process in processes.items()}
+
+    assert processes["SIGTERM"].returncode == 1 and run["SIGTERM"].info.status == "FAILED"
+    assert "Traceback" not in stderr["SIGTERM"] and stderr["SIGTERM"].count("error: stopped by SIGTERM") == 1
+    assert error_of(client, run["SIGTERM"], tmp_path).startswith("error: stopped by SIGTERM. Resume with ckpt_path=")
+    assert processes["Ctrl-C"].returncode == 1 and run["Ctrl-C"].info.status == "FAILED"
+    assert "KeyboardInterrupt" in error_of(client, run["Ctrl-C"], tmp_path) + stderr["Ctrl-C"]
+    assert run["kill -9"].info.status == "RUNNING" and run["kill -9"].data.tags[HOST_TAG]  # nothing could end it
 
     train(compose_train(tmp_path, quick(tiny_bert, paths, *SHORT)))  # another run starts on the store
-    client = mlflow.MlflowClient(f"sqlite:///{store}")
-    run = client.get_run(killed.info.run_id)
-    assert run.info.status == "KILLED"
-    assert f"process {process.pid} on " in run.data.tags[KILLED_NOTE_TAG]
-    assert [r.info.status for r in runs_in(store)].count("FINISHED") == 1
+    killed = client.get_run(run["kill -9"].info.run_id)
+    assert killed.info.status == "KILLED"
+    assert f"process {processes['kill -9'].pid} on " in killed.data.tags[KILLED_NOTE_TAG]
+    assert client.get_run(run["SIGTERM"].info.run_id).info.status == "FAILED"  # ended runs are left alone
 
-    cfg = compose_train(tmp_path, [f"ckpt_path={periodic}", "trainer.max_epochs=1", "report=false"])
+    cfg = compose_train(tmp_path, [f"ckpt_path={periodic['kill -9']}", "trainer.max_epochs=1", "report=false"])
     cfg.paths.output_dir = str(tmp_path / "resumed")
     train(cfg)
-    assert client.get_run(killed.info.run_id).info.status == "FINISHED"  # the same run, reopened and ended
-    assert client.get_run(killed.info.run_id).data.tags[PID_TAG] == str(os.getpid())
+    reopened = client.get_run(killed.info.run_id)  # the same run, reopened and ended
+    assert reopened.info.status == "FINISHED" and reopened.data.tags[PID_TAG] == str(os.getpid())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_signal_ends_the_run_failed_with_its_error(tmp_path, tiny_bert, signum):
-    paths = write_dataset(tmp_path, multilabel=True)
-    process = start(tmp_path, *quick(tiny_bert, paths, "trainer.max_epochs=50", "report=false",
-                                     "callbacks.periodic_checkpoint.train_time_interval=0"))
-    wait_for("outputs/*/*/checkpoints/periodic.ckpt", tmp_path, process)
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode != 0
-    (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
-    assert run.info.status == "FAILED", stderr[-3000:]
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
-    error = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
-    if signum == signal.SIGTERM:  # one line, exit 1
-        assert process.returncode == 1 and error.startswith("error: stopped by SIGTERM. Resume with ckpt_path=")
-        assert "Traceback" not in stderr and stderr.count("error: stopped by SIGTERM") == 1
-    else:  # Lightning's graceful shutdown: exit 1, the interrupt's traceback in error.txt
-        assert process.returncode == 1 and "KeyboardInterrupt" in error + stderr, stderr[-3000:]
+def error_of(client, run, directory: Path) -> str:
+    return Path(client.download_artifacts(run.info.run_id, "error.txt", str(directory))).read_text()
