@@ -56,7 +56,9 @@ def test_resume_mid_epoch_matches_the_uninterrupted_run(tmp_path, tiny_bert):
     for split in ("val", "test"):
         numbers = {k: v for k, v in expected["metrics"][split].items() if isinstance(v, float)}
         assert {k: summary["metrics"][split][k] for k in numbers} == pytest.approx(numbers, abs=1e-6)
+    largest = max(float((resumed.weights[k].float() - v.float()).abs().max()) for k, v in uninterrupted.weights.items())
     print(f"\nuninterrupted: {expected['metrics']['val']['macro_f1']:.6f} val / "
           f"{expected['metrics']['test']['macro_f1']:.6f} test macro-F1; resumed at step {STOP_AT - 1}: "
-          f"{summary['metrics']['val']['macro_f1']:.6f} / {summary['metrics']['test']['macro_f1']:.6f}")
+          f"{summary['metrics']['val']['macro_f1']:.6f} / {summary['metrics']['test']['macro_f1']:.6f}; "
+          f"largest weight difference {largest:.1e}")
     assert not periodic.exists()  # removed once fit ended
