@@ -31,7 +31,13 @@ from src.models.module import CHECKPOINT_KEY, ClassifierModule
 from src.runtime import allow_tf32, keep_large_allocations
 from src.schema import app, validate
 from src.summary import metrics_by_split, print_summary, write_summary
-from src.tracking.checkpoint import AtomicCheckpointIO, ResumeState, RunMetadata, read_checkpoint
+from src.tracking.checkpoint import (
+    AtomicCheckpointIO,
+    ResumeState,
+    RunMetadata,
+    is_deepspeed_checkpoint,
+    read_checkpoint,
+)
 from src.tracking.mlflow import (
     find_mlflow,
     flat_params,
@@ -78,7 +84,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     if not metadata.get("resumable", True):
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} was written by labelwise 0.1: it can be evaluated, predicted "
                           "with and exported, but not resumed. Start a new run instead.")
-    if "optimizer_states" not in checkpoint:
+    if "optimizer_states" not in checkpoint and not is_deepspeed_checkpoint(Path(cfg.ckpt_path).expanduser()):
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds the weights only (callbacks.model_checkpoint."
                           "save_weights_only=true, or debug=limit): no optimizer or loop state to resume from. "
                           "Evaluate, predict with or export it, or resume from a full checkpoint (save_weights_only="
