@@ -1,13 +1,20 @@
-"""Training and inference speed of labelwise's default path against Hugging Face's standard recipe.
+"""Training and inference speed of labelwise's default path against Hugging Face's Trainer, at its defaults and as an
+informed user tunes it.
 
     python benchmarks/throughput.py [--data-dir ../shared/data/goemotions] [--train-size 4000] [--epochs 2]
 
 Same model (bundled MiniLM), same GoEmotions subset, batch size, max length, learning rate and number of
-optimizer steps: (a) HF Trainer + DataCollatorWithPadding, (b) `src.train` with its defaults. Each run is a
-subprocess (clean peak RSS), alternating a, b, a, b. Then inference: `Predictor.scores` (the engine behind
+optimizer steps: (a) HF Trainer + DataCollatorWithPadding at its defaults, (b) the same tuned
+(`train_sampling_strategy="group_by_length"`, `optim="adamw_torch_fused"`, `bf16=True` only where the hardware has
+native bf16), (c) `src.train` with its defaults. Each run is a subprocess (clean peak RSS), alternating a, b, c, a, b,
+c. The output names the hardware class (CPU model and flags avx2 / avx512_bf16 / amx, or the GPU) and the precision
+each arm ran in, measures the matmul roofline in the same run (a large fp32 matmul, and bf16 where native) and gives
+each arm's share of it, counting 6 x (non-embedding parameters) + 6 x layers x length x width FLOPs per trained token
+(Kaplan et al. 2020) over the subset's real token lengths. Then inference: `Predictor.scores` (the engine behind
 `src.predict`) on torch and, with the onnx extra, on ONNX Runtime fp32 and dynamic int8 (`engine=onnx
 [quantize=int8]`), each against `pipeline("text-classification")` on the same texts. Last line:
-`train speedup: X.XX  inference speedup: Y.YY` (the fastest engine). `--inference-only` skips the training runs.
+`train speedup: X.XX  inference speedup: Y.YY`, training against the tuned HF arm and inference for the fastest
+engine. `--inference-only` skips the training runs.
 """
 
 from __future__ import annotations
@@ -59,8 +66,69 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_hf(args, subset: Path) -> dict:
-    """The peer: AutoModelForSequenceClassification + Trainer + DataCollatorWithPadding, default settings."""
+def native_bf16() -> bool:
+    import torch
+
+    from src.runtime import cpu_has_native_bf16
+
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_native_bf16()
+
+
+def hardware() -> str:
+    """The hardware class: the GPU, or the CPU model with the flags that decide the fast precision path."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name()}"
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    shown = [flag for flag in wanted if flag in flags]
+    return f"CPU {model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+
+
+def matmul_roofline(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a square matmul in ``dtype_name`` with torch's current threads (the best of ``repeats``)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first warms up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_sample(subset: Path, args) -> float:
+    """Training FLOPs of one sample of the subset: 6 N + 6 n_layer L d per real token (Kaplan et al. 2020), N the
+    encoder's non-embedding parameters, L the text's own token length (padding is waste, not work)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from src.pretrained import resolve
+
+    path = resolve(MODEL)
+    config = AutoConfig.from_pretrained(path)
+    d, layers = config.hidden_size, config.num_hidden_layers
+    per_layer = 4 * d * d + 4 * d + 2 * d * config.intermediate_size + config.intermediate_size + d + 4 * d
+    non_embedding = layers * per_layer
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    texts = [text for text, _ in read_tsv(subset / "train.tsv", args.train_size)]
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
+    return sum(6 * non_embedding * n + 6 * layers * n * n * d for n in lengths) / len(lengths)
+
+
+def run_hf(args, subset: Path, tuned: bool = False) -> dict:
+    """The peer: AutoModelForSequenceClassification + Trainer + DataCollatorWithPadding; ``tuned``: length-grouped
+    batches, fused AdamW, and bf16 where native (emulated bf16 is far slower than fp32)."""
     import numpy as np
     import torch
     from transformers import (
@@ -109,6 +177,8 @@ def run_hf(args, subset: Path) -> dict:
         disable_tqdm=True,
         seed=args.seed,
         use_cpu=not torch.cuda.is_available(),
+        **({"train_sampling_strategy": "group_by_length", "optim": "adamw_torch_fused", "bf16": native_bf16()}
+           if tuned else {}),
     )
     trainer = Trainer(
         model=model,
@@ -123,8 +193,9 @@ def run_hf(args, subset: Path) -> dict:
     return {
         "samples_per_s": len(train_rows) * args.epochs / seconds,
         "train_s": seconds,
-        "val_macro_f1": macro_f1(1 / (1 + np.exp(-logits)), val_rows),
+        "val_macro_f1": macro_f1(1 / (1 + np.exp(-logits.astype(np.float32))), val_rows),
         "peak_rss_mb": peak_rss_mb(),
+        "precision": "bf16-mixed" if tuned and native_bf16() else "32-true",
     }
 
 
@@ -186,6 +257,7 @@ def run_labelwise(args, subset: Path) -> dict:
         "train_s": timer.seconds,
         "val_macro_f1": summary["metrics"]["val"]["macro_f1"],
         "peak_rss_mb": peak_rss_mb(),
+        "precision": str(cfg.trainer.precision),
     }
 
 
@@ -235,7 +307,10 @@ def run_inference(args, subset: Path) -> dict:
 
 def child(args) -> None:
     subset = Path(args.subset)
-    result = {"hf": run_hf, "labelwise": run_labelwise, "inference": run_inference}[args.child](args, subset)
+    if args.child == "hf_tuned":
+        result = run_hf(args, subset, tuned=True)
+    else:
+        result = {"hf": run_hf, "labelwise": run_labelwise, "inference": run_inference}[args.child](args, subset)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -262,7 +337,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--override", nargs="*", default=[], help="extra src.train overrides for labelwise's run")
     parser.add_argument("--inference-only", action="store_true", help="skip the training runs")
-    parser.add_argument("--child", choices=["hf", "labelwise", "inference"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["hf", "hf_tuned", "labelwise", "inference"], help=argparse.SUPPRESS)
     parser.add_argument("--subset", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -274,12 +349,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp)
         write_subset(args, subset)
-        runs = {"hf": [], "labelwise": []}
+        runs = {"hf": [], "hf_tuned": [], "labelwise": []}
         for round_number in range(0 if args.inference_only else args.rounds):
             for kind in runs:
                 runs[kind].append(spawn(args, kind, subset))
                 print(f"round {round_number + 1} {kind:9s} {runs[kind][-1]}", flush=True)
         inference = spawn(args, "inference", subset)
+        per_sample = flops_per_sample(subset, args)
+    roofline = {"fp32": matmul_roofline("float32")}
+    if native_bf16():
+        roofline["bf16"] = matmul_roofline("bfloat16")
+    print(f"\nhardware: {hardware()}")
+    print("matmul roofline (2048^3, this run): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roofline.items()))
 
     peer = inference.pop("pipeline")
     print(f"\ninference on {args.val_size} dev texts, batch {args.batch_size}, max length {args.max_length}: "
@@ -294,18 +375,20 @@ def main() -> None:
         f"\nMiniLM-L6, GoEmotions first {args.train_size} train / {args.val_size} dev rows, batch {args.batch_size}, "
         f"max length {args.max_length}, lr {args.lr}, {args.epochs} epochs, {args.rounds} alternating rounds"
     )
-    print(f"{'':28s}{'samples/s':>10s}{'peak RSS MB':>13s}{'val macro-F1':>14s}")
-    for kind, label in (("hf", "HF Trainer + padding"), ("labelwise", "labelwise defaults")):
+    print(f"training FLOPs per sample (mean real length): {per_sample / 1e9:.2f} GFLOP")
+    print(f"{'':30s}{'precision':>11s}{'samples/s':>10s}{'roofline':>9s}{'peak RSS MB':>13s}{'val macro-F1':>14s}")
+    rates = {kind: statistics.median(r["samples_per_s"] for r in rows) for kind, rows in runs.items()}
+    for kind, label in (("hf", "HF Trainer defaults"), ("hf_tuned", "HF Trainer tuned"),
+                        ("labelwise", "labelwise defaults")):
         rows = runs[kind]
-        print(
-            f"{label:28s}{statistics.median(r['samples_per_s'] for r in rows):10.1f}"
-            f"{max(r['peak_rss_mb'] for r in rows):13.0f}{statistics.mean(r['val_macro_f1'] for r in rows):14.4f}"
-        )
-    train_speedup = statistics.median(r["samples_per_s"] for r in runs["labelwise"]) / statistics.median(
-        r["samples_per_s"] for r in runs["hf"]
-    )
+        precision = rows[0]["precision"]
+        ceiling = roofline["bf16" if precision.startswith("bf16") and "bf16" in roofline else "fp32"]
+        print(f"{label:30s}{precision:>11s}{rates[kind]:10.1f}{rates[kind] * per_sample / 1e9 / ceiling:9.0%}"
+              f"{max(r['peak_rss_mb'] for r in rows):13.0f}{statistics.mean(r['val_macro_f1'] for r in rows):14.4f}")
+    print(f"labelwise / HF defaults: {rates['labelwise'] / rates['hf']:.2f}x   labelwise / HF tuned: "
+          f"{rates['labelwise'] / rates['hf_tuned']:.2f}x")
+    train_speedup = rates["labelwise"] / rates["hf_tuned"]
     print(f"train speedup: {train_speedup:.2f}  inference speedup: {inference_speedup:.2f}")
-
 
 if __name__ == "__main__":
     main()
