@@ -167,6 +167,12 @@ TARGETS: dict[str, dict[str, Rule]] = {
         "text_column": TEXT, "label_column": TEXT, "label_delimiter": NULL | Rule("a string", lambda v: isinstance(
             v, str) and v != ""), "labels": NULL | texts(), "task": one_of("auto", "multilabel", "multiclass"),
     },  # encoding: ${data.encoding}, checked there (a rule here would say it twice)
+    "src.data.sources.documents.DocumentSource": {
+        "train": TEXT, "val": NULL | TEXT, "test": NULL | TEXT, "path_column": TEXT, "label_column": TEXT,
+        "label_delimiter": NULL | Rule("a string", lambda v: isinstance(v, str) and v != ""),
+        "labels": NULL | texts(), "task": one_of("auto", "multilabel", "multiclass"), "workers": NULL | COUNT,
+        "cache_dir": NULL | TEXT, "on_unreadable": one_of("error", "skip_and_report"), "report": NULL | TEXT,
+    },
     "src.data.sources.goemotions.GoEmotionsSource": {
         "data_dir": NULL | TEXT, "taxonomy": one_of("original", "ekman", "sentiment"),
     },
@@ -306,7 +312,9 @@ APPS: dict[str, dict[str, Rule]] = {
 
 # what a required (???) key is, for the message that asks for it
 REQUIRED = {"src.data.sources.tabular.TabularSource.train": "PATH/TO/train.csv (the training file of data=csv/jsonl; "
-                                                           "data.source.val and data.source.test are optional)"}
+                                                           "data.source.val and data.source.test are optional)",
+            "src.data.sources.documents.DocumentSource.train": "PATH/TO/DIR (one sub-folder per label) or "
+                                                               "PATH/TO/manifest.csv (the files of data=documents)"}
 REFERENCE = re.compile(r"\$\{[\w.]+\}")  # ${seed}: the value of another key, checked where it is set
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 

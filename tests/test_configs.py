@@ -48,7 +48,7 @@ HUB_IDS = {
 
 
 def overrides_for(group: str, option: str) -> list[str]:
-    extra = ["data.source.train=x.csv"] if group == "data" and option in ("csv", "jsonl") else []
+    extra = ["data.source.train=x.csv"] if group == "data" and option in ("csv", "jsonl", "documents") else []
     return [f"{group}={option}", *extra]
 
 
