@@ -172,7 +172,7 @@ TARGETS: dict[str, dict[str, Rule]] = {
         "label_delimiter": NULL | Rule("a string", lambda v: isinstance(v, str) and v != ""),
         "labels": NULL | texts(), "task": one_of("auto", "multilabel", "multiclass"), "workers": NULL | COUNT,
         "cache_dir": NULL | TEXT, "on_unreadable": one_of("error", "skip_and_report"), "report": NULL | TEXT,
-    },
+    },  # encoding: ${data.encoding}, as for TabularSource
     "src.data.sources.goemotions.GoEmotionsSource": {
         "data_dir": NULL | TEXT, "taxonomy": one_of("original", "ekman", "sentiment"),
     },

@@ -25,8 +25,6 @@ FORMATS: dict[str, tuple[str, str, str]] = {
     **{ext: ("text", "charset-normalizer", "charset_normalizer") for ext in (".txt", ".text", ".md", ".rst", ".csv",
                                                                            ".tsv")},
 }
-# among equally likely encodings, the one most files are really in (WHATWG reads latin-1 labels as windows-1252)
-_PREFERRED = ("utf_8", "cp1252", "latin_1", "gb18030")
 
 
 @dataclass
@@ -117,20 +115,14 @@ def _html(data: bytes) -> Extracted:
 
 
 def _text(data: bytes) -> Extracted:
-    """UTF-8 when the bytes are valid UTF-8, else the encoding charset-normalizer finds most likely."""
-    try:
-        return Extracted(data.decode("utf-8-sig"), encoding="utf_8")
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
+    """UTF-8 when the bytes are valid UTF-8, else the encoding charset-normalizer finds most likely (as
+    ``data.encoding=auto`` reads CSV files)."""
+    from src.data.text_files import codec_for, sniff
 
-    matches = list(from_bytes(data))
-    if not matches:
+    encoding = sniff(data)
+    if encoding is None:
         return Extracted(reason="not text in any known encoding (a binary file with a text extension?)")
-    best = matches[0]
-    ties = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
-    ties.sort(key=lambda m: _PREFERRED.index(m.encoding) if m.encoding in _PREFERRED else len(_PREFERRED))
-    return Extracted(str(ties[0]), encoding=ties[0].encoding)
+    return Extracted(data.decode(codec_for(encoding)), encoding=encoding)
 
 
 _EXTRACTORS = {"pdf": _pdf, "docx": _docx, "xlsx": _xlsx, "html": _html, "text": _text}

@@ -45,6 +45,15 @@ def detect(path: Path, key: str) -> str:
     with path.open("rb") as file:
         sample = file.read(SAMPLE_BYTES)
         complete = not file.read(1)
+    found = sniff(sample, complete)
+    if found is None:
+        raise DataError(f"{path}: cannot tell its text encoding (is it a text file?). If it is text, set "
+                        f"{key}=<its encoding> ({_EXAMPLES}, ...).")
+    return found
+
+
+def sniff(sample: bytes, complete: bool = True) -> str | None:
+    """The encoding of text whose first bytes are ``sample`` (all of it when ``complete``); None: not text."""
     try:
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=complete)
         return "utf-8"
@@ -55,8 +64,7 @@ def detect(path: Path, key: str) -> str:
     matches = from_bytes(sample)
     best = matches.best()
     if best is None:
-        raise DataError(f"{path}: cannot tell its text encoding (is it a text file?). If it is text, set "
-                        f"{key}=<its encoding> ({_EXAMPLES}, ...).")
+        return None
     western = next((m for m in matches if m.encoding == "cp1252"), None)
     if western is not None and best.encoding != "cp1252" and western.chaos <= best.chaos + _NEAR_TIE:
         return "cp1252"

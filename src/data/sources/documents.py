@@ -23,6 +23,7 @@ from src.data.extract import FORMATS, VERSION, Extracted, extract_file, library_
 from src.data.records import TASKS, LabelledData, Split
 from src.data.sources.rows import require_file
 from src.data.sources.tabular import TabularSource
+from src.data.text_files import AUTO
 from src.errors import ConfigError, DataError
 from src.io import atomic_path, write_json
 from src.progress import progress
@@ -41,7 +42,8 @@ def default_workers() -> int:
 class DocumentSource:
     """Reads the files of ``train`` (required), ``val`` and ``test`` into :class:`LabelledData` of their texts.
 
-    ``labels``/``task``/``label_column``/``label_delimiter`` mean what they mean for ``data=csv`` (a manifest);
+    ``labels``/``task``/``label_column``/``label_delimiter``/``encoding`` mean what they mean for ``data=csv`` (of a
+    manifest);
     a directory tree is multi-class with its folder names as labels. :attr:`stats` counts the files read from the
     cache and extracted by the last :meth:`load`.
     """
@@ -61,6 +63,7 @@ class DocumentSource:
         cache_dir: str | None = None,
         on_unreadable: str = "error",
         report: str | None = None,
+        encoding: str = AUTO,
     ) -> None:
         if on_unreadable not in ON_UNREADABLE:
             raise ConfigError(f"data.source.on_unreadable must be one of {', '.join(ON_UNREADABLE)}; "
@@ -77,6 +80,7 @@ class DocumentSource:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.on_unreadable = on_unreadable
         self.report = Path(report) if report else None
+        self.encoding = encoding
         self.stats = {"cached": 0, "extracted": 0}
 
     def load(self) -> LabelledData:
@@ -86,7 +90,7 @@ class DocumentSource:
         unreadable = [(name, path, extracted[path].reason) for name, split in listed.splits.items()
                       for path in split.texts if extracted[path].text is None]
         if unreadable:
-            self._handle(unreadable, len(paths))
+            listed.facts.setdefault("warnings", []).append(self._handle(unreadable, len(paths)))
         splits = {}
         for name, split in listed.splits.items():
             keep = [i for i, path in enumerate(split.texts) if extracted[path].text is not None]
@@ -95,7 +99,7 @@ class DocumentSource:
                                 f"(see {self.report or 'the log'}).")
             kept = split.subset(keep)
             splits[name] = Split([extracted[path].text for path in kept.texts], kept.labels, kept.origin)
-        return LabelledData(splits, listed.label_names, listed.task)
+        return listed.with_splits(splits)
 
     # ---------------------------------------------------------------- which files, which labels
 
@@ -111,13 +115,14 @@ class DocumentSource:
         for split, path in self.files.items():
             require_file(Path(path), f"data.source.{split}")
         table = TabularSource(**self.files, text_column=self.path_column, label_column=self.label_column,
-                              label_delimiter=self.label_delimiter, labels=self.labels, task=self.task).load()
+                              label_delimiter=self.label_delimiter, labels=self.labels, task=self.task,
+                              encoding=self.encoding).load()
         splits = {}
         for name, split in table.splits.items():
             base = Path(self.files[name]).parent
             paths = [str(base / path) for path in split.texts]  # an absolute path stays itself
             splits[name] = Split(paths, split.labels, [f"{o} ({p})" for o, p in zip(split.origin, paths)])
-        return LabelledData(splits, table.label_names, table.task)
+        return table.with_splits(splits)
 
     def _folders(self) -> LabelledData:
         trees = {split: self._tree(Path(path), split) for split, path in self.files.items()}
@@ -131,7 +136,9 @@ class DocumentSource:
                                 "Rename them, or list every label in data.source.labels=[...].")
             files = [(str(path), index[label]) for label in sorted(tree) for path in tree[label]]
             splits[split] = Split([f for f, _ in files], [[i] for _, i in files], [f for f, _ in files])
-        return LabelledData(splits, names, self.task if self.task != "auto" else "multiclass")
+        task, reason = (self.task, "data.source.task") if self.task != "auto" else ("multiclass", "one label folder "
+                                                                                              "per file")
+        return LabelledData(splits, names, task, facts={"task_reason": reason})
 
     @staticmethod
     def _tree(root: Path, split: str) -> dict[str, list[Path]]:
@@ -231,8 +238,9 @@ class DocumentSource:
 
     # ---------------------------------------------------------------- unreadable files
 
-    def _handle(self, unreadable: list[tuple[str, str, str | None]], total: int) -> None:
-        """Write the report, log every file, and stop unless told to skip them."""
+    def _handle(self, unreadable: list[tuple[str, str, str | None]], total: int) -> str:
+        """Write the report, log every file, and stop unless told to skip them; else the warning for the data
+        checks."""
         if self.report is not None:
             with atomic_path(self.report) as temporary, temporary.open("w", newline="", encoding="utf-8") as out:
                 writer = csv.writer(out)
@@ -248,4 +256,5 @@ class DocumentSource:
             raise DataError(f"{summary}\nFix or remove them, or pass data.source.on_unreadable=skip_and_report to "
                             "train without them.")
         log.warning("documents: left out %s", summary)
+        return f"left out {len(unreadable)} unreadable document file(s) ({where})"
 
