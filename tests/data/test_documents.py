@@ -130,6 +130,9 @@ def test_manifest_is_multilabel_with_paths_relative_to_it(tmp_path):
     assert data.splits["train"].labels == [[0, 1], [0]]
     with pytest.raises(DataError, match="'path'"):  # the val manifest names its columns differently
         DocumentSource(str(manifest), str(val), workers=1).load()
+    gone = write(tmp_path / "meta" / "test.csv", "path,labels\n../files/gone.pdf,invoice\n")
+    with pytest.raises(DataError, match=r"gone.pdf: cannot open the file \(No such file"):
+        DocumentSource(str(manifest), test=str(gone), workers=1).load()
 
 
 def unreadable_tree(root: Path) -> dict[str, str]:
@@ -184,6 +187,8 @@ def test_layout_mistakes_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="no label folder"):
         DocumentSource(str(tmp_path / "flat")).load()
     readable_tree(tmp_path / "train")
+    write(tmp_path / "train" / "invoice" / ".DS_Store", b"\x00\x01")  # hidden: left out, counted in the log
+    assert len(DocumentSource(str(tmp_path / "train"), workers=1).load().splits["train"]) == 6
     write(tmp_path / "val" / "memo" / "x.txt", "a label train never had")
     with pytest.raises(DataError, match=r"label folders \['memo'\]"):
         DocumentSource(str(tmp_path / "train"), str(tmp_path / "val"), workers=1).load()

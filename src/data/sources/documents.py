@@ -16,7 +16,7 @@ import json
 import logging
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from src.data.extract import FORMATS, VERSION, Extracted, extract_file, library_version
@@ -203,7 +203,7 @@ class DocumentSource:
         return results
 
     def _run(self, paths: list[str]):
-        """(path, extracted) pairs as they finish, with a progress bar."""
+        """(path, extracted) pairs in the order of ``paths``, with a progress bar."""
         if not paths:
             return
         with progress("extracting document text", total=len(paths), unit="files") as advance:
@@ -212,12 +212,14 @@ class DocumentSource:
                     yield path, extract_file(path)
                     advance(1)
                 return
-            # spawn: the workers start clean, without the threads (torch, tokenizers) this process may have
-            context = multiprocessing.get_context("spawn")
+            # fork: a worker starts at once with the modules already imported (spawn would import the entry point,
+            # torch included, again in each); it runs only extract_file, which uses no threads. Windows has only spawn.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            chunk = max(1, min(16, len(paths) // (4 * self.workers)))  # few round trips, yet a moving bar
             with ProcessPoolExecutor(min(self.workers, len(paths)), mp_context=context) as pool:
-                futures = {pool.submit(extract_file, path): path for path in paths}
-                for future in as_completed(futures):
-                    yield futures[future], future.result()
+                for path, result in zip(paths, pool.map(extract_file, paths, chunksize=chunk)):
+                    yield path, result
                     advance(1)
 
     def _cache_file(self, content: bytes, suffix: str) -> Path | None:
