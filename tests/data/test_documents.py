@@ -183,6 +183,8 @@ def test_skip_and_report_trains_on_the_rest(tmp_path, caplog):
 
 
 def test_layout_mistakes_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="data.source.train: no such directory or file"):
+        DocumentSource(str(tmp_path / "typo")).load()
     write(tmp_path / "flat" / "a.txt", "no label folder")
     with pytest.raises(DataError, match="no label folder"):
         DocumentSource(str(tmp_path / "flat")).load()

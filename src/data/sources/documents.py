@@ -21,7 +21,6 @@ from pathlib import Path
 
 from src.data.extract import FORMATS, VERSION, Extracted, extract_file, library_version
 from src.data.records import TASKS, LabelledData, Split
-from src.data.sources.rows import require_file
 from src.data.sources.tabular import TabularSource
 from src.data.text_files import AUTO
 from src.errors import ConfigError, DataError
@@ -105,6 +104,11 @@ class DocumentSource:
 
     def _list(self) -> LabelledData:
         """The splits with file paths as texts."""
+        for split, path in self.files.items():
+            if not Path(path).exists():
+                raise DataError(f"data.source.{split}: no such directory or file: {path} (relative paths are read "
+                                f"from {Path.cwd()}). Set data.source.{split}=<a directory of label folders, or a "
+                                "manifest file>.")
         folders = {split: Path(path).is_dir() for split, path in self.files.items()}
         if len(set(folders.values())) > 1:
             raise DataError(f"data.source: mixes directories and manifest files ({self.files}). Give every split "
@@ -112,8 +116,6 @@ class DocumentSource:
         return self._folders() if folders["train"] else self._manifests()
 
     def _manifests(self) -> LabelledData:
-        for split, path in self.files.items():
-            require_file(Path(path), f"data.source.{split}")
         table = TabularSource(**self.files, text_column=self.path_column, label_column=self.label_column,
                               label_delimiter=self.label_delimiter, labels=self.labels, task=self.task,
                               encoding=self.encoding).load()
