@@ -233,7 +233,7 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     last = getattr(trainer.checkpoint_callback, "last_model_path", "")
     evaluated = {}
-    evaluate_from = "best" if best else None
+    evaluate_from = best or None  # the path itself: "best" makes Lightning warn about the periodic checkpoint
     evaluated.update(trainer.validate(module, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
     if cfg.test and datamodule.has_split("test"):
         evaluated.update(trainer.test(module, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])

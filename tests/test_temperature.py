@@ -45,12 +45,12 @@ def test_fitted_temperature_is_stored_and_calibrates_the_final_scores(tmp_path, 
     saved = np.load(tmp_path / "run" / "report" / "predictions_val.npz")
     scores = np.clip(saved["scores"].astype(np.float64), 1e-6, 1 - 1e-6)
     refit = fit_temperature(np.log(scores / (1 - scores)), saved["targets"], exclusive=False, per_label=False)
-    assert refit[0] == pytest.approx(1.0, abs=5e-3)  # bf16 scores where the CPU has native bf16
+    assert refit[0] == pytest.approx(1.0, abs=1e-2)  # bf16 scores where the CPU has native bf16
 
     texts = [json.loads(line)["text"] for line in paths["val"].read_text().splitlines()]
     predictor = Predictor.from_checkpoint(summary["best_checkpoint"])
     calibrated = predictor.scores(texts, precision="32-true")
-    assert np.allclose(calibrated, saved["scores"], atol=3e-3)
+    assert np.allclose(calibrated, saved["scores"], atol=1e-2)  # fp32 here, bf16 in the run
     predictor.net.config.temperature = None
     raw = predictor.scores(texts, precision="32-true")
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731

@@ -26,9 +26,12 @@ SHORT = ["trainer.max_epochs=1", "report=false", "test=false"]
 
 
 def start(cwd: Path, *args: str) -> subprocess.Popen:
+    """``python -m src.train``; SIGINT back to its default first, as in a terminal: a shell's background job (a CI
+    step run with ``&``) starts with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(path_glob: str, root: Path, process: subprocess.Popen, seconds: float = 120) -> Path:
