@@ -67,9 +67,6 @@ class Distillation(L.Callback):
 
     def __init__(self, teacher: str, alpha: float = 0.5, temperature: float = 2.0, batch_size: int = 128,
                  cache_dir: str | None = None):
-        if not 0 <= alpha <= 1 or temperature <= 0:
-            raise ConfigError(f"distill.alpha={alpha}, distill.temperature={temperature}: alpha must be in [0, 1] "
-                              "and temperature > 0.")
         self.teacher = Path(teacher).expanduser()
         self.alpha = alpha
         self.temperature = temperature

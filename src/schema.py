@@ -277,6 +277,8 @@ APPS: dict[str, dict[str, Rule]] = {
         "tune.mode": one_of("lr_find", "batch_size"), "tune.min_lr": POSITIVE, "tune.max_lr": POSITIVE,
         "tune.num_training": COUNT, "tune.max_val": COUNT, "trial": NULL | MAPPING, "trial.storage": NULL | TEXT,
         "trial.study": NULL | TEXT, "trial.id": NULL | integer(ge=0),
+        "distill": NULL | MAPPING, "distill.teacher": NULL | TEXT, "distill.alpha": real(ge=0, le=1),
+        "distill.temperature": POSITIVE,
         "model.lora.r": COUNT, "model.lora.alpha": POSITIVE, "model.lora.dropout": real(ge=0, lt=1),
         "model.lora.target_modules": NULL | texts(),
     },

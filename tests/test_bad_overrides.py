@@ -54,6 +54,8 @@ TRAIN_CASES = [
     (["cv.folds=1"], "cv.folds=1: must be null or an integer >= 2"),
     (["cv.folds=3", "cv.fold=3"], "cv.fold=3: must be an integer in [0, 2]"),
     (["cv.fold=1"], "cv.fold=1: needs cv.folds=K"),
+    (["distill.alpha=1.5"], "distill.alpha=1.5: must be a number in [0, 1]"),
+    (["distill.temperature=0"], "distill.temperature=0: must be a number > 0"),
     (["loss=asymmetric", "loss.gamma_neg=abc"], "loss.gamma_neg=abc: must be a number >= 0"),
     (["loss=focal", "loss.alpha=2"], "loss.alpha=2: must be null or a number in [0, 1]"),
     (["loss=combined", "loss.ratio=1.5"], "loss.ratio=1.5: must be a number in [0, 1]"),
