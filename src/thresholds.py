@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +37,7 @@ from src.metrics.thresholds import Thresholds, macro_f1, operating_point
 from src.model_card import thresholds_section
 from src.models.module import CHECKPOINT_KEY
 from src.onnx_engine import INFO_FILE
+from src.predict import plain
 from src.schema import app, validate
 from src.tracking.checkpoint import is_deepspeed_checkpoint, read_checkpoint
 
@@ -122,7 +123,7 @@ def choose_thresholds(cfg: DictConfig) -> dict[str, Any]:
     if not space.thresholded:
         raise ConfigError(f"ckpt_path={ckpt_path}: a multi-class model decides by arg-max; thresholds apply to "
                           "multi-label models only.")
-    value = OmegaConf.to_container(cfg.value) if OmegaConf.is_config(cfg.value) else cfg.value
+    value = plain(cfg.value)
     output = new_path(cfg, ckpt_path)
     texts, targets = split_to_tune(cfg, predictor)
     scores = predictor.scores(texts, cfg.batch_size, cfg.precision, description=f"scoring {cfg.split}")
