@@ -5,6 +5,7 @@ and preset validates."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -112,8 +113,20 @@ def run_app(module: str, args: list[str], tmp_path: Path, monkeypatch) -> str:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [module, *args])
     GlobalHydra.instance().clear()
-    with pytest.raises(SystemExit) as stopped:
-        importlib.import_module(f"src.{module}").main()
+    # Hydra's `job_logging: disabled` (eval, predict, export ...) disables every logger that exists; in-process that
+    # would silence the loggers later tests of this worker read with caplog, so their state is put back.
+    def loggers() -> dict[str, logging.Logger]:
+        return {name: logger for name, logger in logging.root.manager.loggerDict.items()
+                if isinstance(logger, logging.Logger)}
+
+    disabled, root_level = {name: logger.disabled for name, logger in loggers().items()}, logging.root.level
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            importlib.import_module(f"src.{module}").main()
+    finally:
+        for name, logger in loggers().items():
+            logger.disabled = disabled.get(name, False)
+        logging.root.setLevel(root_level)
     return str(stopped.value.code)
 
 
