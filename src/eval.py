@@ -68,6 +68,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                         callbacks=[evaluation], enable_checkpointing=False, enable_model_summary=False,
                         default_root_dir=str(output_dir))
     datamodule.load()
+    datamodule.attach(predictor.net, trainer.precision)
     if not datamodule.has_split(cfg.split):
         raise ConfigError(f"split={cfg.split}: the data has only {sorted(datamodule.data.splits)}. Pick one of them.")
     trainer.test(ClassifierModule(predictor.net, labels), datamodule=datamodule, verbose=False)

@@ -162,13 +162,17 @@ class Predictor:
 
     def scores(self, texts: list[str], batch_size: int = 128, precision: str | None = None,
                description: str | None = None) -> np.ndarray:
-        """``[len(texts), C]`` probabilities in input order."""
-        ids = tokenize(self.tokenizer, texts, self.max_length)
+        """``[len(texts), C]`` probabilities in input order; a hierarchical model reads each text as windows, as in
+        training."""
+        chunking = self.net.config.chunking or {}
+        ids = tokenize(self.tokenizer, texts, self.max_length, stride=chunking.get("stride", 0),
+                       max_chunks=chunking.get("max_chunks", 1))
         space = self.labels
         device = self.net.device
         return map_sorted_batches(lambda padded: space.scores(self.net(**padded).logits), ids,
                                   self.tokenizer.pad_token_id, batch_size, space.num_labels, device,
-                                  precision or fast_precision(), pad_multiple(), description)
+                                  precision or fast_precision(), pad_multiple(), description,
+                                  chunking.get("max_chunks_per_batch"))
 
     def predict(self, texts: list[str], batch_size: int = 128, precision: str | None = None) -> list[dict]:
         """``{"text", "labels", "scores"}`` per text, in order; blank texts never reach the model and get none."""

@@ -111,7 +111,8 @@ def load_onnx(directory: str | Path) -> Predictor:
 
 def export_onnx(predictor: Predictor, output_dir: Path, opset: int = 18, quantize: str | None = None,
                 max_f1_loss: float | None = MAX_F1_LOSS) -> dict[str, Any]:
-    """``model.onnx`` (dynamic batch and sequence axes), the tokenizer and ``labelwise.json`` (labels, task,
+    """``model.onnx`` (dynamic batch and sequence axes; a hierarchical model's ids are ``[batch, chunks, sequence]``),
+    the tokenizer and ``labelwise.json`` (labels, task,
     thresholds, max_length, quantization, the model config) into ``output_dir``; returns what
     ``labelwise.json`` holds. The fp32 graph must match the checkpoint (parity); ``quantize="int8"`` then
     quantizes it and measures the val macro-F1 change (the split is read first, so a missing one fails early)."""
@@ -123,7 +124,8 @@ def export_onnx(predictor: Predictor, output_dir: Path, opset: int = 18, quantiz
 
     batch, reference = parity_batch(predictor)
     inputs = (batch["input_ids"], batch["attention_mask"])
-    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")}
+    names = ("batch", "chunks", "sequence") if batch["input_ids"].dim() == 3 else ("batch", "sequence")
+    axes = {axis: torch.export.Dim(name) for axis, name in enumerate(names)}
     path = output_dir / MODEL_FILE
     try:
         with warnings.catch_warnings():

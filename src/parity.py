@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import torch
 
+from src.data.batching import PadCollator
+from src.data.token_cache import tokenize
 from src.errors import LabelwiseError
 from src.inference import Predictor
 
@@ -24,9 +26,17 @@ class ParityError(LabelwiseError):
 
 
 def parity_batch(predictor: Predictor) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-    """A padded batch of :data:`PARITY_TEXTS` and our model's fp32 logits on it."""
-    batch = predictor.tokenizer(list(PARITY_TEXTS), padding=True, truncation=True, max_length=predictor.max_length,
-                                return_tensors="pt")
+    """A padded batch of :data:`PARITY_TEXTS` and our model's fp32 logits on it; for a hierarchical model the texts
+    and one several windows long, as windows ``[B, K, L]`` (documents with fewer windows padded)."""
+    chunking = predictor.net.config.chunking
+    if chunking:
+        texts = [*PARITY_TEXTS, " ".join(PARITY_TEXTS * 4 * chunking["max_chunks"])]
+        ids = tokenize(predictor.tokenizer, texts, predictor.max_length, stride=chunking["stride"],
+                       max_chunks=chunking["max_chunks"])
+        batch = PadCollator(predictor.tokenizer.pad_token_id).pad(ids)
+    else:
+        batch = predictor.tokenizer(list(PARITY_TEXTS), padding=True, truncation=True,
+                                    max_length=predictor.max_length, return_tensors="pt")
     batch = {key: batch[key] for key in ("input_ids", "attention_mask")}
     with torch.inference_mode():
         logits = predictor.net.float().cpu().eval()(**batch).logits.numpy()

@@ -192,7 +192,8 @@ TARGETS: dict[str, dict[str, Rule]] = {
         "name_or_path": TEXT, "pooling": one_of("mean", "cls", "cls_mean", "pooler"), "dropout": real(ge=0, lt=1),
         "hidden": integer(ge=0), "freeze_encoder": BOOL, "fast_dropout": BOOL, "pretrained": BOOL,
         "freeze_layers": NULL | integer(ge=0), "gradient_checkpointing": BOOL, "encoder_overrides": MAPPING,
-        "peft": NULL | one_of("lora"), "lora": MAPPING,
+        "peft": NULL | one_of("lora"), "lora": MAPPING, "max_chunks": NULL | COUNT, "chunk_stride": integer(ge=0),
+        "aggregate": one_of("mean", "max", "attention"), "max_chunks_per_batch": NULL | COUNT,
     },
     "src.losses.bce.BinaryCrossEntropy": {
         "pos_weight": NULL | one_of("auto") | reals(gt=0), "max_pos_weight": POSITIVE, "weight": NULL | reals(ge=0),
@@ -404,6 +405,12 @@ def _cross_checks(cfg: DictConfig, app: str) -> Iterator[str]:
             yield "trainer.max_epochs=-1: training would never stop; set trainer.max_epochs>=1 or trainer.max_steps>=1"
         if _is_number(least) and _is_number(epochs) and epochs >= 1 and least > epochs:
             yield f"trainer.min_epochs={least}: must be <= trainer.max_epochs={epochs}"
+    model, data = (cfg.get("model"), cfg.get("data")) if app == "train" else (None, None)
+    if isinstance(model, DictConfig) and isinstance(data, DictConfig) and model.get("max_chunks") is not None:
+        stride, length = model.get("chunk_stride", 0), data.get("max_length")
+        if _is_number(stride) and _is_number(length) and stride * 2 > length - 2:
+            yield (f"model.chunk_stride={stride}: windows of data.max_length={length} tokens can repeat at most "
+                   f"{(length - 2) // 2} tokens of the one before")
     if app == "thresholds":
         policy, value = cfg.get("policy"), cfg.get("value")
         if policy == "top_k" and value is not None and not integer(ge=1).ok(value):

@@ -124,7 +124,8 @@ def test_model_configs_name_the_expected_checkpoint(tmp_path, option):
 
 
 def test_all_model_options_are_known():
-    assert {option for group, option in OPTIONS if group == "model"} == set(HUB_IDS) | {"frozen_encoder"}
+    presets = {"frozen_encoder", "hierarchical"}
+    assert {option for group, option in OPTIONS if group == "model"} == set(HUB_IDS) | presets
     assert {option for group, option in OPTIONS if group == "sampler"} == {"none", "oversample", "undersample", "smote"}
 
 

@@ -32,13 +32,21 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     every ``replicas``-th batch of the same global order; the list is padded by repeating its first batches so
     every rank runs the same number of steps. :meth:`resume` makes one epoch start after the batches a checkpoint
     had already trained on (a mid-epoch resume continues from the same batch).
+
+    ``costs`` (chunks per document, a hierarchical model) with ``max_cost``: documents are grouped by cost first and
+    a batch of cost-``c`` documents holds ``min(batch_size, max_cost // c)`` of them (at least one), so no batch
+    encodes more than ``max_cost`` chunks, none pads a document with empty chunks, and the number of batches is the
+    same every epoch (the groups' sizes fix it) as Lightning and the LR schedule expect.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, window: int = 50):
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, window: int = 50,
+                 costs: Sequence[int] | None = None, max_cost: int | None = None):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.window = window
+        self.costs = None if costs is None else np.asarray(costs)
+        self.max_cost = max_cost
         self.epoch = 0
         self._resume_at: tuple[int, int] | None = None
 
@@ -56,15 +64,26 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         """The next iteration of ``epoch`` skips its first ``batches`` batches (this rank's)."""
         self._resume_at = (epoch, batches)
 
+    def per_batch(self, cost: int) -> int:
+        """Documents per batch when each costs ``cost`` chunks."""
+        return self.batch_size if self.max_cost is None else max(1, min(self.batch_size, self.max_cost // cost))
+
+    def _groups(self, order: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """``order`` split by cost (kept in order within each), with each group's documents per batch."""
+        if self.costs is None:
+            return [(order, self.batch_size)]
+        costs = self.costs[order]
+        return [(order[costs == cost], self.per_batch(int(cost))) for cost in np.unique(costs)]
+
     def _global_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths))
-        size = self.batch_size * self.window
         batches = []
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        for group, per in self._groups(rng.permutation(len(self.lengths))):
+            size = per * self.window
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
+                chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                batches.extend(chunk[i : i + per] for i in range(0, len(chunk), per))
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -81,8 +100,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         """Batches per rank, counted without drawing the epoch: full windows of ``window`` batches, then the
         rest."""
-        full_windows, rest = divmod(len(self.lengths), self.batch_size * self.window)
-        batches = full_windows * self.window + -(-rest // self.batch_size)
+        batches = 0
+        for group, per in self._groups(np.arange(len(self.lengths))):
+            full_windows, rest = divmod(len(group), per * self.window)
+            batches += full_windows * self.window + -(-rest // per)
         return -(-batches // _world()[0])
 
 
@@ -102,25 +123,42 @@ class ResumableDataLoader(DataLoader):
         self.batch_sampler.resume(state_dict["epoch"], state_dict["batches"])
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def sorted_batches(lengths: Sequence[int], batch_size: int, costs: Sequence[int] | None = None,
+                   max_cost: int | None = None) -> list[list[int]]:
     """Evaluation/prediction batches of indices sorted by length, longest first (the largest batch fails
-    first if memory is short). Callers that need input order restore it from the indices."""
+    first if memory is short). Callers that need input order restore it from the indices. With ``costs`` (chunks per
+    document) a batch also ends before its chunks would pass ``max_cost`` (a document alone may)."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if costs is None or max_cost is None:
+        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    batches, batch, total = [], [], 0
+    for index in order.tolist():
+        if batch and (len(batch) == batch_size or total + costs[index] > max_cost):
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(index)
+        total += costs[index]
+    return batches + [batch] if batch else batches
 
 
-def shard(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def shard(lengths: Sequence[int], batch_size: int, costs: Sequence[int] | None = None,
+          max_cost: int | None = None) -> list[list[int]]:
     """This DDP rank's evaluation batches (all of :func:`sorted_batches` outside DDP).
 
     Under DDP every rank gets the same number of batches, so none waits for another or has none (Lightning refuses an
     empty loader): the length-sorted rows are cut into a multiple of ``replicas`` batches of at most ``batch_size``,
     dealt round-robin; a batch left without rows (fewer rows than ranks) repeats the first row. The evaluation
-    callback gathers the rows by index and keeps each once.
+    callback gathers the rows by index and keeps each once. Chunked documents (``costs``) keep their batches, so
+    that none passes ``max_cost`` chunks; the list is padded with one-document batches to a multiple of ``replicas``.
     """
     replicas, rank = _world()
-    batches = sorted_batches(lengths, batch_size)
+    batches = sorted_batches(lengths, batch_size, costs, max_cost)
     if replicas == 1:
         return batches
+    if costs is not None:
+        count = -(-max(len(batches), 1) // replicas) * replicas
+        batches += [batches[0][:1] if batches else [0]] * (count - len(batches))
+        return batches[rank::replicas]
     order = [index for batch in batches for index in batch]
     count = -(-max(len(batches), 1) // replicas) * replicas
     size = -(-len(order) // count)
@@ -135,7 +173,21 @@ class PadCollator:
         self.pad_token_id = pad_token_id
         self.multiple_of = multiple_of
 
-    def pad(self, rows: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def pad(self, rows: list) -> dict[str, torch.Tensor]:
+        """Rows of token ids to ``[B, L]``; rows that are lists of windows (chunked documents) to ``[B, K, L]``,
+        a document with fewer than K windows padded with empty ones (mask all zeros)."""
+        if rows and isinstance(rows[0], list):
+            chunks = max(len(windows) for windows in rows)
+            flat = self.pad([window for windows in rows for window in windows])
+            out = {key: torch.zeros((len(rows), chunks, value.shape[1]), dtype=value.dtype)
+                   for key, value in flat.items()}
+            out["input_ids"].fill_(self.pad_token_id)
+            start = 0
+            for row, windows in enumerate(rows):
+                for key in out:
+                    out[key][row, : len(windows)] = flat[key][start : start + len(windows)]
+                start += len(windows)
+            return out
         longest = max(len(ids) for ids in rows)
         width = -(-longest // self.multiple_of) * self.multiple_of
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
@@ -152,15 +204,18 @@ class PadCollator:
 
 
 @torch.inference_mode()
-def map_sorted_batches(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], ids: list[np.ndarray],
-                       pad_token_id: int, batch_size: int, width: int, device: torch.device, precision: str,
-                       multiple_of: int = 1, description: str | None = None) -> np.ndarray:
+def map_sorted_batches(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], ids: list, pad_token_id: int,
+                       batch_size: int, width: int, device: torch.device, precision: str, multiple_of: int = 1,
+                       description: str | None = None, max_chunks_per_batch: int | None = None) -> np.ndarray:
     """``function`` over padded batches of token ids (on ``device``, under ``precision``'s autocast), batched by
-    length; its ``[B, width]`` rows returned as float32 in input order. ``description`` shows a progress bar."""
+    length; its ``[B, width]`` rows returned as float32 in input order. ``description`` shows a progress bar. Rows
+    that are lists of windows (a hierarchical model's documents) are batched by ``max_chunks_per_batch`` too."""
     collate = PadCollator(pad_token_id, multiple_of)
     out = np.zeros((len(ids), width), dtype=np.float32)
+    costs = [len(row) for row in ids] if ids and isinstance(ids[0], list) else None
+    lengths = [sum(map(len, row)) for row in ids] if costs else [len(row) for row in ids]
     with autocast_for(device, precision), progress(description, total=len(ids), unit="texts") as advance:
-        for batch in sorted_batches([len(row) for row in ids], batch_size):
+        for batch in sorted_batches(lengths, batch_size, costs, max_chunks_per_batch):
             padded = {key: value.to(device) for key, value in collate.pad([ids[i] for i in batch]).items()}
             out[batch] = function(padded).float().cpu().numpy()
             advance(len(batch))

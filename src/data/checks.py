@@ -81,11 +81,14 @@ def drop_leaked_train_rows(data: LabelledData) -> tuple[LabelledData, str | None
     return data.with_splits({**data.splits, "train": train.subset(keep)}), message
 
 
-def truncation(lengths: np.ndarray, max_length: int) -> dict[str, Any]:
-    """How many texts are longer than ``max_length`` tokens (special tokens included) and by how much."""
+def truncation(lengths: np.ndarray, covered: np.ndarray | int, limit: str) -> dict[str, Any]:
+    """How many texts are longer (special tokens included) than the tokens of them the model reads (``covered``:
+    ``max_length``, or per text what a hierarchical model's windows cover) and by how much; ``limit`` names the
+    setting that cuts."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    over = lengths[lengths > max_length] - max_length
-    return {"texts": int(lengths.size), "truncated": int(over.size),
+    over = lengths - np.asarray(covered, dtype=np.int64)
+    over = over[over > 0]
+    return {"limit": limit, "texts": int(lengths.size), "truncated": int(over.size),
             "share": float(over.size / lengths.size) if lengths.size else 0.0,
             "overflow_median": float(np.median(over)) if over.size else 0.0,
             "overflow_max": int(over.max()) if over.size else 0,
@@ -173,14 +176,22 @@ class DataChecks:
                     f"({found['exact']} exactly, {loose} up to case and whitespace): {_names(found['rows'])}")
         return messages
 
-    def add_truncation(self, split: str, lengths: np.ndarray) -> None:
-        """Record how ``split``'s texts fare at ``max_length``; a warning when a large share is cut."""
-        found = self.truncation[split] = truncation(lengths, self.max_length)
+    def add_truncation(self, split: str, lengths: np.ndarray, covered: np.ndarray | None = None,
+                       max_chunks: int = 1) -> None:
+        """Record how ``split``'s texts fare at ``max_length`` (a hierarchical model: what its ``max_chunks``
+        windows cover, ``covered`` per text); a warning when a large share is cut."""
+        if max_chunks > 1:
+            limit, fix = (f"model.max_chunks={max_chunks} windows of {self.max_length} tokens",
+                          "Raise model.max_chunks (or data.max_length), or accept the cut.")
+        else:
+            limit, fix = (f"data.max_length={self.max_length}",
+                          "Raise data.max_length if the encoder allows, use model=hierarchical for long documents, "
+                          "or accept the cut.")
+        found = self.truncation[split] = truncation(lengths, self.max_length if covered is None else covered, limit)
         if found["share"] > TRUNCATION_WARN_SHARE:
-            self.warn(f"data.max_length={self.max_length} cuts {found['truncated']:,} of {found['texts']:,} {split} "
+            self.warn(f"{limit} cuts {found['truncated']:,} of {found['texts']:,} {split} "
                       f"texts ({found['share']:.0%}; median {found['overflow_median']:g} tokens over, max "
-                      f"{found['overflow_max']:,}): the model never sees their ends. Raise data.max_length if the "
-                      "encoder allows, or accept the cut.")
+                      f"{found['overflow_max']:,}): the model never sees their ends. {fix}")
 
     # ---------------------------------------------------------------- reporting
 
@@ -201,7 +212,7 @@ class DataChecks:
         for pair, found in self.overlap.items():
             lines.append(f"  overlap {pair}: {found['exact']:,} exact, {found['normalised']:,} normalised")
         for split, found in self.truncation.items():
-            lines.append(f"  truncated at {self.max_length} tokens, {split}: {found['truncated']:,} of "
+            lines.append(f"  truncated by {found['limit']}, {split}: {found['truncated']:,} of "
                          f"{found['texts']:,} ({found['share']:.1%}; overflow median {found['overflow_median']:g}, "
                          f"max {found['overflow_max']:,})")
         return lines

@@ -35,18 +35,30 @@ FEATURES = ("tokens", "embeddings")
 
 
 class TokenizedSplit(Dataset):
-    """Token ids (unpadded, truncated) and 0/1 target rows of one split; items carry their row index. ``rows``: the
-    split's row (text) each item came from, which a sampler's subset repeats or drops (distillation looks texts up
-    by it)."""
+    """Token ids (unpadded, truncated; for a hierarchical model a list of windows per text) and 0/1 target rows of
+    one split; items carry their row index. ``rows``: the split's row (text) each item came from, which a sampler's
+    subset repeats or drops (distillation looks texts up by it)."""
 
-    def __init__(self, input_ids: list[np.ndarray], targets: np.ndarray, rows: np.ndarray | None = None):
+    def __init__(self, input_ids: list, targets: np.ndarray, rows: np.ndarray | None = None):
         self.input_ids = input_ids
         self.targets = torch.as_tensor(targets)
         self.rows = np.arange(len(input_ids)) if rows is None else rows
 
     @property
+    def chunked(self) -> bool:
+        return bool(self.input_ids) and isinstance(self.input_ids[0], list)
+
+    @property
     def lengths(self) -> list[int]:
+        """Tokens per item (all its windows')."""
+        if self.chunked:
+            return [sum(map(len, windows)) for windows in self.input_ids]
         return [len(ids) for ids in self.input_ids]
+
+    @property
+    def costs(self) -> list[int] | None:
+        """Windows per item of a chunked split (None otherwise): what a batch's memory grows with."""
+        return [len(windows) for windows in self.input_ids] if self.chunked else None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -55,7 +67,7 @@ class TokenizedSplit(Dataset):
         return TokenizedSplit([self.input_ids[i] for i in indices], self.targets[torch.as_tensor(indices)],
                               self.rows[np.asarray(indices)])
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray | list[np.ndarray], torch.Tensor, int]:
         return self.input_ids[index], self.targets[index], index
 
 
@@ -125,6 +137,7 @@ class TextDataModule(L.LightningDataModule):
         self._tokenizer = None
         self._net = None
         self._precision = "32-true"
+        self._chunking: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- records and facts
 
@@ -186,19 +199,32 @@ class TextDataModule(L.LightningDataModule):
 
     def attach(self, net, precision: str) -> None:
         """The model this data feeds: ``features="embeddings"`` encodes with its frozen encoder (under
-        ``precision``'s autocast, bf16 where native)."""
+        ``precision``'s autocast, bf16 where native); a hierarchical model (``net.config.chunking``) reads texts as
+        windows, which tokenising and batching follow."""
         if self.features == "embeddings" and any(p.requires_grad for p in net.encoder.parameters()):
             raise ConfigError("data.features=embeddings trains the head on embeddings computed once, so the encoder "
                               "must not train: set model.freeze_encoder=true (experiment=linear_probe sets both)")
-        self._net, self._precision = net, precision
+        chunking = dict(net.config.chunking or {})
+        if chunking and self.features == "embeddings":
+            raise ConfigError("data.features=embeddings stores one vector per text, which a hierarchical model "
+                              "(model.max_chunks) cannot use: drop one of them.")
+        if chunking != self._chunking:  # anything tokenised was for another model
+            self._datasets.clear()
+            if self._checks is not None:
+                self._checks.truncation.clear()
+        self._net, self._precision, self._chunking = net, precision, chunking
 
     # ---------------------------------------------------------------- datasets
 
     def tokenize(self, split: Split, name: str | None = None) -> TokenizedSplit:
-        """Token ids and targets of ``split``; with ``name``, its truncation goes into the data checks."""
-        input_ids, lengths = tokenize_with_lengths(self.tokenizer, split.texts, self.max_length, self.cache_dir)
+        """Token ids and targets of ``split`` (windows of them for a hierarchical model); with ``name``, its
+        truncation goes into the data checks."""
+        max_chunks = self._chunking.get("max_chunks", 1)
+        input_ids, lengths, covered = tokenize_with_lengths(self.tokenizer, split.texts, self.max_length,
+                                                            self.cache_dir, self._chunking.get("stride", 0),
+                                                            max_chunks)
         if name is not None and name not in self.checks.truncation:
-            self.checks.add_truncation(name, lengths)
+            self.checks.add_truncation(name, lengths, covered, max_chunks)
         return TokenizedSplit(input_ids, self.label_space.targets(split.labels))
 
     def setup(self, stage: str | None = None) -> None:
@@ -255,8 +281,13 @@ class TextDataModule(L.LightningDataModule):
         """Length-grouped batches (or plain shuffled ones); sharded per DDP rank by the sampler itself; resumable
         mid-epoch."""
         lengths = self.lengths("train") if self.group_by_length else [0] * len(self._datasets["train"])
-        return self._loader("train", LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed),
-                            ResumableDataLoader, trained=self._batches_trained)
+        sampler = LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed, costs=self.costs("train"),
+                                            max_cost=self._chunking.get("max_chunks_per_batch"))
+        return self._loader("train", sampler, ResumableDataLoader, trained=self._batches_trained)
+
+    def costs(self, split: str) -> list[int] | None:
+        """Windows per text of a hierarchical model's split (None otherwise)."""
+        return getattr(self._datasets[split], "costs", None)
 
     def _batches_trained(self) -> int:
         """Batches of the current epoch the fit loop has trained on (0 outside fit)."""
@@ -267,7 +298,8 @@ class TextDataModule(L.LightningDataModule):
         """Batches sorted by length, this rank's share under DDP (the evaluation callback gathers the rows)."""
         if split not in self._datasets:
             raise DataError(f"split={split}: the data has only {sorted(self._datasets)}. Pick one of them.")
-        return self._loader(split, shard(self.lengths(split), self.eval_batch_size))
+        return self._loader(split, shard(self.lengths(split), self.eval_batch_size, self.costs(split),
+                                         self._chunking.get("max_chunks_per_batch")))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

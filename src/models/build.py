@@ -15,7 +15,7 @@ from src.models.fast_dropout import use_fast_dropout
 from src.models.layers import freeze_lowest
 from src.models.lora import PEFT_METHODS, add_adapters, merge
 from src.models.lora import settings as lora_settings
-from src.models.modeling_labelwise import POOLINGS, LabelwiseConfig, LabelwiseForSequenceClassification
+from src.models.modeling_labelwise import AGGREGATES, POOLINGS, LabelwiseConfig, LabelwiseForSequenceClassification
 from src.pretrained import load_encoder
 
 
@@ -48,6 +48,10 @@ def classifier(
     encoder_overrides: Mapping[str, Any] | None = None,
     peft: str | None = None,
     lora: Mapping[str, Any] | None = None,
+    max_chunks: int | None = None,
+    chunk_stride: int = 0,
+    aggregate: str = "mean",
+    max_chunks_per_batch: int | None = None,
     pretrained: bool = True,
 ) -> LabelwiseForSequenceClassification:
     """A classifier on the encoder ``name_or_path`` (a bundled model, a local directory or a hub id), in training
@@ -57,8 +61,8 @@ def classifier(
     leaves weights and the saved config alone); ``gradient_checkpointing`` recomputes the encoder's activations in
     the backward pass (memory for time); ``encoder_overrides`` set keys of the encoder's own config (e.g. its
     ``hidden_dropout_prob``); ``peft="lora"`` trains LoRA adapters (settings ``lora``, src/models/lora.py) and the head
-    instead of the encoder; ``pretrained=False`` builds the encoder from its config with random
-    weights (tests, or weights that a checkpoint replaces)."""
+    instead of the encoder; ``max_chunks=K`` makes the model hierarchical (:func:`chunking`); ``pretrained=False``
+    builds the encoder from its config with random weights (tests, or weights that a checkpoint replaces)."""
     if pooling not in POOLINGS:
         raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
     if not isinstance(hidden, int) or hidden < 0:
@@ -74,13 +78,14 @@ def classifier(
     if peft and freeze_encoder:
         raise ConfigError("model.peft=lora trains adapters inside the encoder: it cannot go with "
                           "model.freeze_encoder=true (which trains the head only)")
+    chunks = chunking(max_chunks, chunk_stride, aggregate, max_chunks_per_batch, max_length)
     encoder = load_encoder(name_or_path, pretrained=pretrained, overrides=encoder_overrides)
     if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
         raise ConfigError(f"model.pooling=pooler: {encoder.config.model_type} encoders ({name_or_path}) have no "
                           "pooler layer; use model.pooling=cls, mean or cls_mean.")
     config = LabelwiseConfig(
         encoder=copy.deepcopy(encoder.config), pooling=pooling, classifier_dropout=dropout, head_hidden=hidden,
-        base_model=name_or_path, max_seq_length=max_length, **label_fields(labels),
+        base_model=name_or_path, max_seq_length=max_length, chunking=chunks, **label_fields(labels),
     )
     # from_pretrained returns eval mode and Lightning keeps submodule modes: without train(), no dropout
     net = LabelwiseForSequenceClassification(config, encoder=encoder).train()
@@ -97,6 +102,27 @@ def classifier(
     if fast_dropout:
         use_fast_dropout(net)
     return net
+
+
+def chunking(max_chunks: int | None, stride: int, aggregate: str, max_chunks_per_batch: int | None,
+             max_length: int | None) -> dict[str, Any] | None:
+    """A hierarchical model's reading of long texts (None: one window, truncated at ``max_length``): up to
+    ``max_chunks`` windows of ``max_length`` tokens, each repeating the ``stride`` tokens before it so no sentence
+    is only ever seen cut, aggregated by ``aggregate``; batches hold at most ``max_chunks_per_batch`` windows
+    (default: 8 documents' worth) so memory stays bounded however long the documents are."""
+    if max_chunks is None:
+        return None
+    for key, value, least in (("max_chunks", max_chunks, 1), ("chunk_stride", stride, 0),
+                              ("max_chunks_per_batch", max_chunks_per_batch, 1)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise ConfigError(f"model.{key} must be an integer >= {least}, got {value!r}")
+    if aggregate not in AGGREGATES:
+        raise ConfigError(f"model.aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+    if max_length is not None and stride * 2 > max_length - 2:
+        raise ConfigError(f"model.chunk_stride={stride}: windows of data.max_length={max_length} tokens can repeat "
+                          f"at most {(max_length - 2) // 2} tokens of the one before; lower model.chunk_stride.")
+    return {"max_chunks": max_chunks, "stride": stride, "aggregate": aggregate,
+            "max_chunks_per_batch": max_chunks_per_batch or 8 * max_chunks}
 
 
 def from_stored(config: Mapping[str, Any],

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 POOLINGS = ("mean", "cls", "cls_mean", "pooler")
+AGGREGATES = ("mean", "max", "attention")
 SINGLE_LABEL = "single_label_classification"
 
 
@@ -25,8 +26,11 @@ class LabelwiseConfig(PretrainedConfig):
     (per-label decision thresholds, None: 0.5); ``temperature`` (per-label divisors of the logits fitted on
     validation by ``calibration=temperature``, None: 1); ``base_model`` (where the encoder and tokenizer came from) and
     ``max_seq_length`` (the truncation length in tokens used in training; ``max_length`` would be read as a
-    generation setting). Labels also go into Hugging Face's ``id2label`` and
-    ``problem_type``, which ``pipeline()`` reads."""
+    generation setting). ``chunking`` makes the model hierarchical (``model=hierarchical``): a text is read as up
+    to ``max_chunks`` windows of ``max_seq_length`` tokens overlapping by ``stride``, each pooled, then aggregated
+    (``aggregate``: mean, max or attention) into one vector for the head; ``max_chunks_per_batch`` caps the windows
+    one batch encodes. Labels also go into Hugging Face's ``id2label`` and ``problem_type``, which ``pipeline()``
+    reads."""
 
     model_type = "labelwise"
 
@@ -41,6 +45,7 @@ class LabelwiseConfig(PretrainedConfig):
         temperature: list[float] | None = None,
         base_model: str | None = None,
         max_seq_length: int | None = None,
+        chunking: dict | None = None,
         **kwargs,
     ):
         if isinstance(encoder, dict):
@@ -54,6 +59,7 @@ class LabelwiseConfig(PretrainedConfig):
         self.temperature = temperature
         self.base_model = base_model
         self.max_seq_length = max_seq_length
+        self.chunking = chunking
         super().__init__(**kwargs)
 
 
@@ -76,19 +82,38 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler_output: torch.Tensor |
 
 
 class ClassificationHead(nn.Module):
-    """Dropout + linear; with ``hidden > 0`` dropout + linear + GELU + dropout + linear."""
+    """Dropout + linear; with ``hidden > 0`` dropout + linear + GELU + dropout + linear. With ``aggregate`` (a
+    hierarchical model) it first turns a document's chunk vectors ``[B, K, width]`` into one: their mean, their
+    maximum, or an attention-weighted sum (a learned score per chunk, softmax over the document's chunks). The
+    aggregation lives in the head so that it trains at the head's learning rate."""
 
-    def __init__(self, width: int, num_labels: int, dropout: float, hidden: int = 0):
+    def __init__(self, width: int, num_labels: int, dropout: float, hidden: int = 0, aggregate: str | None = None):
         super().__init__()
         self.width = width  # of the pooled input
+        self.aggregate = aggregate
+        self.chunk_score = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1)) \
+            if aggregate == "attention" else None
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(width, hidden) if hidden else None
         self.activation = nn.GELU() if hidden else None
         self.hidden_dropout = nn.Dropout(dropout) if hidden else None
         self.out_proj = nn.Linear(hidden or width, num_labels)
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(pooled)
+    def document(self, chunks: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """``[B, width]`` from chunk vectors ``[B, K, width]`` of which ``present`` ``[B, K]`` are real (a batch's
+        documents can differ in their number of chunks; the rest is padding and never counts)."""
+        weights = present.unsqueeze(-1).to(chunks.dtype)
+        if self.aggregate == "mean":
+            return (chunks * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        if self.aggregate == "max":
+            return chunks.masked_fill(~present.unsqueeze(-1), torch.finfo(chunks.dtype).min).amax(1)
+        scores = self.chunk_score(chunks)  # bf16 under autocast: its own dtype's lowest value
+        scores = scores.masked_fill(~present.unsqueeze(-1), torch.finfo(scores.dtype).min)
+        return (scores.softmax(1) * chunks).sum(1)
+
+    def forward(self, pooled: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.document(pooled, present) if present is not None else pooled
+        x = self.dropout(x)
         if self.dense is not None:
             x = self.hidden_dropout(self.activation(self.dense(x)))
         return self.out_proj(x)
@@ -115,17 +140,24 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
         self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder)
         if config.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # unused weights would break DDP and cost a matmul per batch
+        chunking = config.chunking or {}
+        if chunking and chunking.get("aggregate") not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {chunking.get('aggregate')!r}")
         width = pooled_width(config.encoder.hidden_size, config.pooling)
-        self.head = ClassificationHead(width, config.num_labels, config.classifier_dropout, config.head_hidden)
+        self.head = ClassificationHead(width, config.num_labels, config.classifier_dropout, config.head_hidden,
+                                       chunking.get("aggregate"))
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         """The head keeps torch's default initialisation (a pretrained encoder initialises itself)."""
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled sentence vectors ``[B, width]``."""
+        """Pooled sentence vectors ``[B, width]``; for chunked documents ``[B, K, L]`` the chunk vectors
+        ``[B, K, width]``."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if input_ids.dim() == 3:
+            return self.embed(input_ids.flatten(0, 1), attention_mask.flatten(0, 1)).unflatten(0, input_ids.shape[:2])
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return pool(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None), self.config.pooling)
 
@@ -140,10 +172,23 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
     ) -> SequenceClassifierOutput | tuple:
         """``token_type_ids`` and other tokenizer outputs are accepted and ignored: the model was trained on
         single texts without them. ``labels`` (0/1 ``[B, C]`` for multi-label, class ids for multi-class) give
-        Hugging Face's usual loss, so the model also trains in a Hugging Face Trainer."""
+        Hugging Face's usual loss, so the model also trains in a Hugging Face Trainer.
+
+        A hierarchical model (``config.chunking``) takes documents as chunks ``[B, K, L]`` (2-D ids: one chunk per
+        document). A chunk whose mask is all zeros is padding (its document has fewer chunks): it is encoded with
+        its first token visible, so every row stays finite, and left out of the aggregation."""
+        present = None
+        if embeddings is None and self.config.chunking:
+            if input_ids.dim() == 2:
+                input_ids = input_ids.unsqueeze(1)
+                attention_mask = None if attention_mask is None else attention_mask.unsqueeze(1)
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            present = attention_mask[..., 0] > 0
+            attention_mask = torch.cat([torch.ones_like(attention_mask[..., :1]), attention_mask[..., 1:]], -1)
         if embeddings is None:
             embeddings = self.embed(input_ids, attention_mask)
-        logits = self.head(embeddings)
+        logits = self.head(embeddings, present)
         if self.config.temperature is not None and not self.training:
             # calibrated scores for every consumer (pipeline(), ONNX, MLflow); training sees the raw logits
             logits = logits / torch.tensor(self.config.temperature, dtype=logits.dtype, device=logits.device)
@@ -190,9 +235,22 @@ class LabelwisePipeline(TextClassificationPipeline):
     config names this class under ``custom_pipelines``): the stock pipeline, except that texts are truncated at the
     model's ``max_seq_length`` as in training unless the caller passes ``truncation``/``max_length`` itself (the
     stock pipeline does not truncate, so a long text would be scored on more tokens than the model was trained on,
-    or fail past the encoder's position limit)."""
+    or fail past the encoder's position limit). A hierarchical model's text becomes its windows ``[1, K, L]``, cut
+    as labelwise cuts them in training."""
 
     def preprocess(self, inputs, **tokenizer_kwargs):
+        chunking = self.model.config.chunking
+        if chunking and isinstance(inputs, str):
+            windows = self.tokenizer(inputs, truncation=True, max_length=self.model.config.max_seq_length,
+                                     stride=chunking["stride"], return_overflowing_tokens=True)["input_ids"]
+            windows = windows[: chunking["max_chunks"]]
+            width = max(map(len, windows))
+            input_ids = torch.full((1, len(windows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((1, len(windows), width), dtype=torch.long)
+            for k, window in enumerate(windows):
+                input_ids[0, k, : len(window)] = torch.tensor(window)
+                attention_mask[0, k, : len(window)] = 1
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.model.config.max_seq_length:
             tokenizer_kwargs.setdefault("truncation", True)
             tokenizer_kwargs.setdefault("max_length", self.model.config.max_seq_length)

@@ -69,6 +69,7 @@ def test_lengths_before_truncation_in_one_pass(tmp_path, tokenizer, kind, max_le
     truncated = tok(texts, truncation=True, max_length=max_length)["input_ids"]
     whole = [len(ids) for ids in tok(texts, verbose=False)["input_ids"]]
     for _ in range(2):  # fresh, then from the cache
-        ids, lengths = tokenize_with_lengths(tok, texts, max_length, tmp_path)
+        ids, lengths, covered = tokenize_with_lengths(tok, texts, max_length, tmp_path)
         assert [row.tolist() for row in ids] == truncated and lengths.tolist() == whole
+        assert covered.tolist() == [min(n, max_length) for n in whole]
     assert whole[-1] > 64  # the long text really overflows every max_length here
