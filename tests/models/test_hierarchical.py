@@ -128,13 +128,15 @@ HIERARCHICAL = ["model=hierarchical", "data.max_length=16", "model.max_chunks=4"
                 "model.max_chunks_per_batch=20"]
 
 
-@pytest.mark.parametrize(("multilabel", "loss", "aggregate"), [(True, "asymmetric", "attention"),
-                                                               (False, "ce", "max")])
-def test_trains_reports_truncation_and_predicts_as_it_evaluated(tmp_path, tiny_bert, multilabel, loss, aggregate):
+@pytest.mark.parametrize(("multilabel", "loss", "aggregate", "sampler"), [
+    (True, "asymmetric", "attention", "none"), (False, "ce", "max", "oversample"), (True, "focal", "mean", "none")])
+def test_trains_reports_truncation_and_predicts_as_it_evaluated(tmp_path, tiny_bert, multilabel, loss, aggregate,
+                                                                sampler):
     """A few steps on long texts; the summary reports what 4 windows cut; a Predictor from the best checkpoint
     scores the val texts (long ones) as the evaluation pass did."""
     paths = long_dataset(tmp_path, multilabel)
     cfg = compose_train(tmp_path, quick(tiny_bert, paths, *HIERARCHICAL, f"loss={loss}", f"model.aggregate={aggregate}",
+                                        f"sampler={sampler}",
                                         "trainer.max_epochs=2", "trainer.precision=32-true", "logger=csv"))
     summary = train(cfg)
     cut = summary["data_checks"]["truncation"]["train"]
@@ -154,15 +156,15 @@ def test_trains_reports_truncation_and_predicts_as_it_evaluated(tmp_path, tiny_b
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert):
-    """A multi-label hierarchical model (attention aggregation) trained on long texts: its checkpoint and val
-    texts."""
+    """A multi-label hierarchical model (attention aggregation) trained on long texts: its checkpoint, val texts
+    and data files."""
     tmp_path = tmp_path_factory.mktemp("hierarchical")
     paths = long_dataset(tmp_path, multilabel=True)
     cfg = compose_train(tmp_path, quick(tiny_bert, paths, *HIERARCHICAL, "model.aggregate=attention",
                                         "trainer.max_epochs=1", "report=false", "logger=csv"))
     summary = train(cfg)
     texts = [json.loads(line)["text"] for line in paths["val"].read_text().splitlines()]
-    return summary["best_checkpoint"], [*texts[:6], " ".join(texts)]  # the last: far beyond 4 windows
+    return summary["best_checkpoint"], [*texts[:6], " ".join(texts)], paths  # the last text: far beyond 4 windows
 
 
 def test_exports_read_long_texts_as_the_checkpoint_does(trained, tmp_path):
@@ -172,7 +174,7 @@ def test_exports_read_long_texts_as_the_checkpoint_does(trained, tmp_path):
 
     from src.export import write_export
 
-    ckpt, texts = trained
+    ckpt, texts, _ = trained
     ckpt = Path(ckpt)
     predictor = Predictor.from_checkpoint(ckpt)
     expected = predictor.predict(texts, precision="32-true")
@@ -193,7 +195,7 @@ def test_exports_read_long_texts_as_the_checkpoint_does(trained, tmp_path):
 def test_predict_reads_a_long_text_from_stdin_as_in_python(trained, tmp_path):
     from tests.helpers import run_cli
 
-    ckpt, texts = trained
+    ckpt, texts, _ = trained
     run_cli(tmp_path, f"ckpt_path={ckpt}", "input=-", "output=out.jsonl", "precision=32-true", module="src.predict",
             stdin="\n".join(texts) + "\n")
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -219,3 +221,35 @@ def test_ddp_shards_documents_and_gathers_each_once(tmp_path, tiny_bert):
     assert len(saved["scores"]) == len(texts) == 20
     scores = Predictor.from_checkpoint(summary["best_checkpoint"]).scores(texts, precision="32-true")
     np.testing.assert_allclose(scores, saved["scores"], atol=1e-5)
+
+
+def test_eval_and_thresholds_take_a_hierarchical_checkpoint(trained, tmp_path):
+    """src.eval on a file scores it as the Predictor does; src.thresholds re-tunes on it and writes a new
+    checkpoint that keeps the windows."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from src.eval import evaluate_checkpoint
+    from src.thresholds import choose_thresholds
+    from tests.helpers import CONF
+
+    ckpt, _, paths = trained
+    test_file = paths["test"]
+    data = ["data=jsonl", f"data.source.train={test_file}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        eval_cfg = compose("eval", [f"ckpt_path={ckpt}", *data, "split=train", "precision=32-true"])
+        thresholds_cfg = compose("thresholds", [f"ckpt_path={ckpt}", *data, "split=train", "policy=top_k", "value=1",
+                                                f"output={tmp_path / 'top1.ckpt'}"])
+    for cfg in (eval_cfg, thresholds_cfg):
+        with open_dict(cfg):
+            cfg.paths.root_dir = str(tmp_path)
+            cfg.paths.output_dir = str(tmp_path / "out")
+    evaluate_checkpoint(eval_cfg)
+    saved = np.load(tmp_path / "out" / "report" / "predictions_train.npz")
+    texts = [json.loads(line)["text"] for line in test_file.read_text().splitlines()]
+    np.testing.assert_allclose(Predictor.from_checkpoint(ckpt).scores(texts, precision="32-true"), saved["scores"],
+                               atol=1e-5)
+    choose_thresholds(thresholds_cfg)
+    retuned = Predictor.from_checkpoint(tmp_path / "top1.ckpt")
+    assert retuned.net.config.chunking["max_chunks"] == 4 and retuned.thresholds.policy.startswith("top_k=1")
+    assert all(len(record["labels"]) == 1 for record in retuned.predict(texts[:5]))
