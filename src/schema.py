@@ -208,6 +208,7 @@ TARGETS: dict[str, dict[str, Rule]] = {
     "src.losses.focal.FocalLoss": {"gamma": NON_NEGATIVE, "alpha": NULL | real(ge=0, le=1),
                                    "weight": NULL | reals(ge=0)},
     "src.losses.combined.CombinedLoss": {"ratio": real(ge=0, le=1)},
+    "src.losses.auto.by_task": {"multilabel": MAPPING, "multiclass": MAPPING},
     "src.losses.class_balanced.ClassBalancedLoss": {"beta": real(ge=0, lt=1)},
     "src.models.optimization.adamw": {
         "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "head_lr_multiplier": POSITIVE,
