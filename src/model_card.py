@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from src.inference import Predictor
+from src.losses.auto import chosen_loss
 
 NA = "not available"
 
@@ -58,14 +59,15 @@ def short(node: Any) -> str:
     return f"{name}({arguments})"
 
 
-def training_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+def training_rows(config: Mapping[str, Any], exclusive: bool = False) -> list[tuple[str, str]]:
+    """The run's settings; ``loss=auto`` shows the loss it chose for the task (``exclusive``: multi-class)."""
     data, model, trainer = config.get("data", {}), config.get("model", {}), config.get("trainer", {})
     source = data.get("source", {})
     return [
         ("data source", short(source)),
         ("encoder", f"{model.get('name_or_path', NA)} (pooling {model.get('pooling', NA)}, "
                     f"head hidden layer {model.get('hidden', 0) or 'none'})"),
-        ("loss", short(config.get("loss"))),
+        ("loss", short(chosen_loss(config.get("loss"), exclusive))),
         ("optimizer", short(config.get("optim"))),
         ("scheduler", short(config.get("scheduler"))),
         ("sampler / augmentation", f"{short(data.get('sampler'))} / {short(data.get('augment'))}"),
@@ -199,7 +201,7 @@ def model_card(predictor: Predictor, checkpoint: Path | None, model_ref: str, ki
                          tags=["labelwise", "text-classification", space.task] + (["onnx"] if kind == "onnx" else []))
     run_id = predictor.metadata.get("mlflow_run_id")
     fingerprint = data_fingerprint(predictor)
-    training = (table(("setting", "value"), training_rows(config)) if config
+    training = (table(("setting", "value"), training_rows(config, space.exclusive)) if config
                 else f"Training configuration: {NA} (this model carries no training run config).")
     body = f"""# {model_ref.rstrip("/").rsplit("/", 1)[-1]}
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from src.losses.base import Loss
 from src.losses.combined import build_inner
+
+
+def chosen_loss(config: Mapping[str, Any] | None, exclusive: bool) -> Mapping[str, Any] | None:
+    """The loss config a run trained with: for ``loss=auto`` the nested one its task picked."""
+    if isinstance(config, Mapping) and str(config.get("_target_", "")).endswith("auto.by_task"):
+        return config["multiclass" if exclusive else "multilabel"]
+    return config
 
 
 def by_task(
