@@ -35,6 +35,7 @@ LOSS_TASK = {
     "src.losses.focal.FocalLoss": "multilabel",
     "src.losses.combined.CombinedLoss": "multilabel",
     "src.losses.class_balanced.ClassBalancedLoss": "multilabel",
+    "src.losses.auto.by_task": "multiclass",  # the default; its multi-label side is every other option's default
 }
 HUB_IDS = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",

@@ -330,7 +330,8 @@ def test_hf_export_card_and_pipeline_label_texts_as_predict_does(loaded, ckpt, t
                  *(f"| {name} | {count} | {cut:.3f} |" for name, count, cut in
                    zip(loaded.labels.names, loaded.labels.counts, THRESHOLDS.per_label)),
                  "and its top label when none passes", "exported from `tuned.ckpt`", "data fingerprint: `not "
-                 "available`", "| loss | AsymmetricLoss(gamma_neg=4.0", "| epochs (max) | 1 |", "trust_remote_code=True"):
+                 "available`", "| loss | AsymmetricLoss(gamma_neg=4.0", "| epochs (max) | 1 |",
+                 "trust_remote_code=True"):
         assert text in card.text, text
 
 
