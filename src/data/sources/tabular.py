@@ -105,6 +105,11 @@ class TabularSource:
     def load(self) -> LabelledData:
         encodings: dict[str, dict[str, str]] = {}  # split -> {"path", "encoding"}
         records = {split: self._read(Path(path), split, encodings) for split, path in self.files.items()}
+        return self._labelled(records, {"encodings": encodings})
+
+    def _labelled(self, records: dict[str, list[_Record]], facts: dict[str, object]) -> LabelledData:
+        """The records of every split as label ids over one vocabulary, with the task and the evidence for it
+        (``self.files`` names each split in the messages)."""
         warnings: list[str] = []
         names, lookup = self._vocabulary(records["train"], warnings)
         splits = {
@@ -113,8 +118,7 @@ class TabularSource:
         }
         warnings += self._delimiter_warnings(records["train"])
         task, reason = self._task(records["train"])
-        return LabelledData(splits, names, task,
-                            facts={"task_reason": reason, "encodings": encodings, "warnings": warnings})
+        return LabelledData(splits, names, task, facts={"task_reason": reason, **facts, "warnings": warnings})
 
     def _vocabulary(self, train: list[_Record], warnings: list[str]) -> tuple[list[str], Callable[[str], int | None]]:
         """Label names, and the function from a token to its label index (None: unknown)."""
@@ -213,30 +217,38 @@ class TabularSource:
         encoding = resolve(path, self.encoding, ENCODING_KEY)
         encodings[split] = {"path": str(path), "encoding": encoding}
         problems = RowProblems(path)
-        records = []
         try:
             with path.open(encoding=codec_for(encoding), newline="") as lines:
                 if fmt == "jsonl":
                     rows = self._json_rows(lines, path, problems)
                 else:
                     rows = self._delimited_rows(lines, path, fmt, problems)
-                for line, text, value in rows:
-                    if not isinstance(text, str):
-                        problems.add(line, f"text is {type(text).__name__}, not a string")
-                    elif not text.strip():
-                        problems.add(line, "empty text: give the row a text or remove it")
-                    elif "\x00" in text:
-                        problems.add(line, "the text contains NUL characters (\\x00): remove them")
-                    else:
-                        try:
-                            records.append(_Record(text, *_tokens(value, self.label_delimiter), line))
-                        except (TypeError, ValueError) as exc:
-                            problems.add(line, str(exc))
+                records = self._records(rows, problems, lambda value: _tokens(value, self.label_delimiter))
         except UnicodeDecodeError:
             raise decode_error(path, encoding, ENCODING_KEY) from None
         problems.raise_if_any("Fix or remove these rows.")
         if not records:
             raise DataError(f"{path}: no records. Put at least one row in the file {key} points to.")
+        return records
+
+    @staticmethod
+    def _records(rows: Iterable[tuple[int, object, object]], problems: RowProblems,
+                 tokens: Callable[[object], tuple[list[str], bool]]) -> list[_Record]:
+        """The ``(line, text, label value)`` rows with a usable text, their labels as tokens; the others are
+        problems."""
+        records = []
+        for line, text, value in rows:
+            if not isinstance(text, str):
+                problems.add(line, f"text is {type(text).__name__}, not a string")
+            elif not text.strip():
+                problems.add(line, "empty text: give the row a text or remove it")
+            elif "\x00" in text:
+                problems.add(line, "the text contains NUL characters (\\x00): remove them")
+            else:
+                try:
+                    records.append(_Record(text, *tokens(value), line))
+                except (TypeError, ValueError) as exc:
+                    problems.add(line, str(exc))
         return records
 
     def _delimited_rows(
