@@ -150,6 +150,13 @@ def _codec(value: Any) -> bool:
 ENCODING = Rule("auto or a Python codec name (utf-8, gb18030, latin-1, cp1252, utf-16, ...)", _codec)
 
 
+SPLIT_NAMES = Rule(
+    "a mapping of train (a split name), val and test (a split name, auto or null) to the dataset's splits",
+    lambda v: isinstance(v, DictConfig) and set(v) <= {"train", "val", "test"}
+    and isinstance(v.get("train"), str) and v.get("train").strip() not in ("", "auto")
+    and all(v.get(k) is None or (isinstance(v.get(k), str) and v.get(k).strip()) for k in ("val", "test")))
+
+
 def _precision() -> Rule:
     return NULL | one_of(*PRECISIONS)
 
@@ -173,6 +180,12 @@ TARGETS: dict[str, dict[str, Rule]] = {
         "labels": NULL | texts(), "task": one_of("auto", "multilabel", "multiclass"), "workers": NULL | COUNT,
         "cache_dir": NULL | TEXT, "on_unreadable": one_of("error", "skip_and_report"), "report": NULL | TEXT,
     },  # encoding: ${data.encoding}, as for TabularSource
+    "src.data.sources.hf.HuggingFaceSource": {
+        "name": TEXT, "config": NULL | TEXT, "splits": SPLIT_NAMES, "text_column": TEXT, "label_column": TEXT,
+        "label_delimiter": NULL | Rule("a string", lambda v: isinstance(v, str) and v != ""),
+        "labels": NULL | texts(), "task": one_of("auto", "multilabel", "multiclass"), "revision": NULL | TEXT,
+        "cache_dir": NULL | TEXT, "trust_remote_code": BOOL,
+    },
     "src.data.sources.goemotions.GoEmotionsSource": {
         "data_dir": NULL | TEXT, "taxonomy": one_of("original", "ekman", "sentiment"),
     },
@@ -317,6 +330,8 @@ APPS: dict[str, dict[str, Rule]] = {
 # what a required (???) key is, for the message that asks for it
 REQUIRED = {"src.data.sources.tabular.TabularSource.train": "PATH/TO/train.csv (the training file of data=csv/jsonl; "
                                                            "data.source.val and data.source.test are optional)",
+            "src.data.sources.hf.HuggingFaceSource.name": "NAME (a hub id such as go_emotions or owner/name, or "
+                                                          "a directory written by save_to_disk or of data files)",
             "src.data.sources.documents.DocumentSource.train": "PATH/TO/DIR (one sub-folder per label) or "
                                                                "PATH/TO/manifest.csv (the files of data=documents)"}
 REFERENCE = re.compile(r"\$\{[\w.]+\}")  # ${seed}: the value of another key, checked where it is set

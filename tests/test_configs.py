@@ -50,6 +50,7 @@ HUB_IDS = {
 
 def overrides_for(group: str, option: str) -> list[str]:
     extra = ["data.source.train=x.csv"] if group == "data" and option in ("csv", "jsonl", "documents") else []
+    extra += ["data.source.name=go_emotions"] if (group, option) == ("data", "hf") else []
     return [f"{group}={option}", *extra]
 
 
