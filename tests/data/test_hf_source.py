@@ -144,15 +144,19 @@ def test_unreachable_hub_fails_at_once_without_retries(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # both read the variables when imported
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     started = time.monotonic()
 
     with pytest.raises(DataError, match=r"^data.source.name=owner/data: the Hugging Face hub is unreachable") as info:
         HuggingFaceSource("owner/data", cache_dir=str(tmp_path / "cache")).load()
 
     assert time.monotonic() - started < 10
+    assert "connect" in str(info.value).lower()  # the transport's own error: refused
     assert "HF_HUB_OFFLINE=1" in str(info.value) and "data=csv / data=jsonl" in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_offline_stops_before_training_with_one_error_line(tmp_path, tiny_bert):
     result = run_cli(tmp_path, "data=hf", "data.source.name=go_emotions", f"model.name_or_path={tiny_bert}",
                      "logger=none", check=False,

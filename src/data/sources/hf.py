@@ -34,9 +34,11 @@ _WITHOUT_NETWORK = ("Without network: set HF_DATASETS_CACHE (or data.source.cach
                     "save_to_disk, or of parquet/json/csv files); or use data=csv / data=jsonl.")
 
 
-def offline() -> bool:
-    """HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set to a true value (read now, not when ``datasets`` was imported)."""
-    return any(os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE") for name in _OFFLINE_VARIABLES)
+def offline(datasets: Any) -> bool:
+    """HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set to a true value, now or when ``datasets`` was imported (it reads
+    them then)."""
+    now = any(os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE") for name in _OFFLINE_VARIABLES)
+    return now or bool(getattr(datasets.config, "HF_HUB_OFFLINE", False))
 
 
 class HuggingFaceSource(TabularSource):
@@ -101,7 +103,7 @@ class HuggingFaceSource(TabularSource):
             if self.name.startswith(("/", "./", "../", "~")):
                 raise DataError(f"data.source.name={self.name}: no such directory (relative paths are read from "
                                 f"{Path.cwd()}). Set data.source.name to a hub id or an existing dataset directory.")
-            if not offline():
+            if not offline(datasets):
                 self._check_hub()
         kwargs: dict[str, Any] = {"revision": self.revision, "cache_dir": self.cache_dir}
         if self.trust_remote_code:  # datasets 4 removed dataset scripts, and with them this argument
@@ -112,15 +114,18 @@ class HuggingFaceSource(TabularSource):
         try:
             return datasets.load_dataset(str(local) if local.exists() else self.name, self.config,
                                          **{k: v for k, v in kwargs.items() if v is not None})
-        except Exception as exc:  # offline without a cached copy, a wrong config: all say what failed and the fix
+        except Exception as exc:  # offline without a cached copy, a wrong config: each says what failed and the fix
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())
             if local.exists():
                 raise DataError(f"data.source.name={self.name}: datasets.load_dataset cannot read this directory "
                                 f"({detail}). Give a directory written by save_to_disk, or of parquet/json/csv "
-                                "files.") from None
-            mode = " (offline mode: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)" if offline() else ""
-            raise DataError(f"data.source.name={self.name}: cannot load it{mode} ({detail}). {_WITHOUT_NETWORK}"
-                            ) from None
+                                "files, and check data.source.config.") from None
+            if offline(datasets) or isinstance(exc, (ConnectionError, TimeoutError)):
+                mode = " (offline mode: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)" if offline(datasets) else ""
+                raise DataError(f"data.source.name={self.name}: cannot load it{mode} ({detail}). {_WITHOUT_NETWORK}"
+                                ) from None
+            raise DataError(f"data.source.name={self.name}: datasets.load_dataset failed ({detail}). Check "
+                            "data.source.name, data.source.config (the subset) and data.source.revision.") from None
 
     def _check_hub(self) -> None:
         """One quick request before ``load_dataset``, which retries an unreachable hub for many seconds."""
