@@ -70,7 +70,7 @@ TRAIN_CASES = [
     (["loss=combined", "loss.second.clip=1"], "loss.second.clip=1: must be null or a number in [0, 1)"),
     (["loss=bce", "loss.pos_weight=sometimes"], "loss.pos_weight=sometimes: must be null or one of auto or a list"),
     (["loss=ce", "loss.label_smoothing=1"], "loss.label_smoothing=1: must be a number in [0, 1)"),
-    (["+loss.gamma=2"], "loss.gamma is not an option of BinaryCrossEntropy"),
+    (["loss=bce", "+loss.gamma=2"], "loss.gamma is not an option of BinaryCrossEntropy"),
     (["sampler=oversample", "data.sampler.ratio=0"], "data.sampler.ratio=0: must be a number in (0, 1]"),
     (["augment=eda", "data.augment.copies=0"], "data.augment.copies=0: must be an integer >= 1"),
     (["augment=eda", "data.augment.operations=[swap,shout]"], "data.augment.operations=[swap,shout]: must be"),
@@ -88,13 +88,13 @@ TRAIN_CASES = [
     (["export.mlflow=yes"], "export.mlflow=yes: must be true or false"),
     (["logger.mlflow.log_model=sometimes"], "logger.mlflow.log_model=sometimes: must be true or false or one of all"),
     (["loss._target_=nowhere.Loss"], "loss._target_=nowhere.Loss: cannot be imported"),
-    (["loss._target_=src.losses.focal.FocalLoss"], "loss.max_pos_weight is not an option of FocalLoss"),
+    (["loss=bce", "loss._target_=src.losses.focal.FocalLoss"], "loss.max_pos_weight is not an option of FocalLoss"),
 ]
 # Hydra's own refusals (a key or option that does not exist, an override that does not parse): one line too
 COMPOSITION_CASES = [
     (["data=csv", "data.train=x.csv"], "data.train is not a key of this config (did you mean data.source.train?)"),
     (["trainer.max_epoch=3"], "trainer.max_epoch is not a key of this config (did you mean trainer.max_epochs"),
-    (["loss=foo"], "loss=foo is not an option of loss; it is one of: asymmetric, bce, ce, class_balanced"),
+    (["loss=foo"], "loss=foo is not an option of loss; it is one of: asymmetric, auto, bce, ce, class_balanced"),
     (["optim.lr=[1,"], "no viable alternative at input '[1,'"),
 ]
 APP_CASES = [  # the other entry points' own keys

@@ -123,7 +123,7 @@ def test_multirun_with_ddp_is_refused(tmp_path, tiny_bert):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["loss=nope"], ["error: loss=nope is not an option of loss; it is one of: asymmetric, bce, ce,"]),
+        (["loss=nope"], ["error: loss=nope is not an option of loss; it is one of: asymmetric, auto, bce, ce,"]),
         (["data=csv", "data.source.train=missing.csv"], ["missing.csv", "data.source.train"]),
         (["data=csv"], ["error: data.source.train is required: pass data.source.train=PATH/TO/train.csv"]),
         (["ckpt_path=nowhere.ckpt"], ["nowhere.ckpt: no such file"]),

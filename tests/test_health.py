@@ -45,7 +45,7 @@ class Weights(L.Callback):
 def config(tmp_path, tiny_bert, *extra):
     paths = write_dataset(tmp_path, multilabel=True)
     return compose_train(tmp_path, quick(tiny_bert, paths, "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
-                                         "loss._target_=tests.test_health.NaNAtThirdStep", *extra))
+                                         "loss=bce", "loss._target_=tests.test_health.NaNAtThirdStep", *extra))
 
 
 def test_a_nan_step_is_skipped_counted_and_logged_by_every_logger(tmp_path, tiny_bert):

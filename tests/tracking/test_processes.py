@@ -72,8 +72,8 @@ def test_kill_9_sigterm_and_ctrl_c_on_one_store(tmp_path, tiny_bert):
     (SIGTERM: one line, exit 1; it used to exit 0); kill -9 leaves its run RUNNING until the next run starts on the
     store, which marks it KILLED; resuming it from its periodic checkpoint reopens and finishes the same run."""
     paths = write_dataset(tmp_path, multilabel=True)
-    args = quick(tiny_bert, paths, "trainer.max_epochs=50", "report=false",
-                 "callbacks.periodic_checkpoint.train_time_interval=0")
+    args = quick(tiny_bert, paths, "trainer.max_epochs=50", "report=false", "callbacks.early_stopping=null",
+                 "callbacks.periodic_checkpoint.train_time_interval=0")  # still running when the signals come
     signals = {"kill -9": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "Ctrl-C": signal.SIGINT}
     processes = {name: start(tmp_path, *args) for name in signals}
     periodic = {}
