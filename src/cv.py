@@ -10,6 +10,9 @@ sweep -> configuration -> folds). The CV run gets:
   tuned on them (``oof/macro_f1_tuned``, and ``oof/macro_f1_tuned_crossfit`` for an honest estimate);
 - with a test split, the fold ensemble's test metrics (scores averaged over the K models, decided with the
   out-of-fold thresholds: ``ensemble_test/...``).
+
+The parent run, its child runs and its summary are :func:`run_members`'s, which seed ensembles (src/ensemble.py)
+share: a :class:`Members` says what differs (how member i's config is built, how the members' runs are summarised).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +56,17 @@ def fold_config(cfg: DictConfig, fold: int, output_dir: Path) -> DictConfig:
     return fold_cfg
 
 
-def open_parent(cfg: DictConfig, overrides: list[str]) -> tuple[MlflowClient, str] | None:
-    """The CV run in MLflow (None without the mlflow logger): a sweep's job inside ``--multirun``, else a run of
-    its own, tagged with the number of folds (``src.compare`` expands such a job into its folds)."""
+def open_parent(cfg: DictConfig, overrides: list[str], members: Members) -> tuple[MlflowClient, str] | None:
+    """The parent run in MLflow (None without the mlflow logger): a sweep's job inside ``--multirun``, else a run of
+    its own, tagged with its number of members (``src.compare`` expands such a job into its members)."""
     logger = cfg.get("logger") and cfg.logger.get("mlflow")
     if not logger:
         return None
     from src.tracking.mlflow import open_store, process_tags
 
     client, experiment = open_store(logger.tracking_uri, logger.experiment_name, logger.get("artifact_location"))
-    tags = {KIND_TAG: "cv", **job_tags(overrides), FOLDS_TAG: str(cfg.cv.folds), **process_tags()}
-    run = client.create_run(experiment, run_name=f"{logger.run_name} cv{cfg.cv.folds}", tags=tags)
+    tags = {KIND_TAG: members.kind, **job_tags(overrides), members.count_tag: str(members.count), **process_tags()}
+    run = client.create_run(experiment, run_name=f"{logger.run_name} {members.kind}{members.count}", tags=tags)
     return client, run.info.run_id
 
 
@@ -117,32 +122,49 @@ def scored(space: LabelSpace, scores: np.ndarray, targets: np.ndarray, threshold
     return metrics
 
 
-def cross_validate(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, Any]:
-    from src.data.sources.folds import fold_of_each_row
-    from src.train import train
+@dataclass
+class Members:
+    """What k-fold CV and a seed ensemble (src/ensemble.py) differ in; :func:`run_members` does the rest (the parent
+    run, one child run per member, the summary, MLflow, FAILED on error)."""
 
+    kind: str  # the parent's kind tag, and its summary file <kind>_summary.json
+    name: str  # one member's: its kind tag, directory <name><i>, MLflow run name
+    count: int
+    count_tag: str  # the parent's tag holding count
+    index_tag: str  # a member's tag holding its index
+    chosen: list[int]  # the members trained by this command
+    configure: Callable[[int, Path], DictConfig]  # member i's run config, into that directory
+    override: Callable[[int], str]  # member i's setting, added to its overrides tag (cv.fold=i, seed=s)
+    summarise: Callable[[list[dict[str, Any]], str | None], dict[str, Any]]  # members' summaries, parent run id
+    artifacts: tuple[str, ...]  # files of the run dir logged to the parent run
+    show: Callable[[dict[str, Any]], None]
+
+
+def refuse_in_one_process(cfg: DictConfig, key: str, resume: str, ddp: str) -> None:
+    """Members run one after another in this process: no resume (``resume`` says how instead), no multi-process
+    strategy (``ddp``)."""
     if cfg.ckpt_path:
-        raise ConfigError("ckpt_path cannot be combined with cv.folds: resume one fold's run on its own "
-                          "(python -m src.train ckpt_path=<run dir>/fold<i>/checkpoints/last.ckpt).")
+        raise ConfigError(f"ckpt_path cannot be combined with {key}: {resume}")
     devices = cfg.trainer.get("devices")
     if isinstance(cfg.trainer.get("strategy"), DictConfig) and devices not in (1, "1"):
-        raise ConfigError("cv.folds runs the folds one after another in one process: use strategy=auto (one "
-                          "device), or run each fold with cv.fold=<i> as its own DDP job.")
-    data = instantiate(cfg.data.source).load()
-    assignment = fold_of_each_row(data, cfg.cv.folds, int(cfg.seed))  # refuses a bad K before any run is created
-    chosen = list(range(cfg.cv.folds)) if cfg.cv.fold is None else [int(cfg.cv.fold)]
+        raise ConfigError(f"{key} trains one model after another in one process: use strategy=auto (one "
+                          f"device), or {ddp}")
+
+
+def run_members(cfg: DictConfig, overrides: list[str], members: Members) -> dict[str, Any]:
+    from src.train import train
+
     output_dir = Path(cfg.paths.output_dir)
-    parent = open_parent(cfg, list(overrides))
+    parent = open_parent(cfg, list(overrides), members)
     try:
         summaries = []
-        for fold in chosen:
+        for i in members.chosen:
             tags = {}
             if parent:
-                fold_overrides = [*overrides, f"cv.fold={fold}"]
-                tags = {PARENT_TAG: parent[1], KIND_TAG: "fold", FOLD_TAG: str(fold),
-                        OVERRIDES_TAG: json.dumps(fold_overrides)}
-            summaries.append(train(fold_config(cfg, fold, output_dir / f"fold{fold}"), tags=tags))
-        result = summarise(cfg, data, assignment, chosen, summaries, output_dir)
+                tags = {PARENT_TAG: parent[1], KIND_TAG: members.name, members.index_tag: str(i),
+                        OVERRIDES_TAG: json.dumps([*overrides, members.override(i)])}
+            summaries.append(train(members.configure(i, output_dir / f"{members.name}{i}"), tags=tags))
+        result = members.summarise(summaries, parent[1] if parent else None)
     except BaseException as error:
         if parent:
             parent[0].log_text(parent[1], describe(error) + "\n", "error.txt")
@@ -156,14 +178,32 @@ def cross_validate(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, Any]
                    for name, value in row.items() if isinstance(value, float) and math.isfinite(value)]
         for start in range(0, len(metrics), 1000):  # MLflow's batch limit
             client.log_batch(run_id, metrics=metrics[start:start + 1000])
-    write_json(output_dir / "cv_summary.json", result)
+    summary = f"{members.kind}_summary.json"
+    write_json(output_dir / summary, result)
     if parent:
-        for name in ("cv_summary.json", "oof_predictions.npz"):
+        for name in (summary, *members.artifacts):
             if (output_dir / name).is_file():
-                client.log_artifact(run_id, str(output_dir / name), "cv")
+                client.log_artifact(run_id, str(output_dir / name), members.kind)
         client.set_terminated(run_id, "FINISHED")
-    print_cv(result)
+    members.show(result)
     return result
+
+
+def cross_validate(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, Any]:
+    from src.data.sources.folds import fold_of_each_row
+
+    refuse_in_one_process(cfg, "cv.folds", "resume one fold's run on its own (python -m src.train "
+                          "ckpt_path=<run dir>/fold<i>/checkpoints/last.ckpt).",
+                          "run each fold with cv.fold=<i> as its own DDP job.")
+    data = instantiate(cfg.data.source).load()
+    assignment = fold_of_each_row(data, cfg.cv.folds, int(cfg.seed))  # refuses a bad K before any run is created
+    chosen = list(range(cfg.cv.folds)) if cfg.cv.fold is None else [int(cfg.cv.fold)]
+    output_dir = Path(cfg.paths.output_dir)
+    return run_members(cfg, list(overrides), Members(
+        kind="cv", name="fold", count=cfg.cv.folds, count_tag=FOLDS_TAG, index_tag=FOLD_TAG, chosen=chosen,
+        configure=lambda fold, directory: fold_config(cfg, fold, directory), override=lambda fold: f"cv.fold={fold}",
+        summarise=lambda summaries, _: summarise(cfg, data, assignment, chosen, summaries, output_dir),
+        artifacts=("oof_predictions.npz",), show=print_cv))
 
 
 def summarise(cfg: DictConfig, data, assignment: np.ndarray, chosen: list[int], summaries: list[dict[str, Any]],
@@ -195,9 +235,17 @@ def summarise(cfg: DictConfig, data, assignment: np.ndarray, chosen: list[int], 
 
 
 def print_cv(result: dict[str, Any], console: Console | None = None) -> None:
+    print_members(result, f"{len(result['trained'])}-fold cross-validation (mean ± sample std over folds)",
+                  (("oof", "out-of-fold"), ("ensemble_test", "fold ensemble, test")), "oof", "out-of-fold",
+                  "cv_summary.json", console)
+
+
+def print_members(result: dict[str, Any], title: str, combined: tuple[tuple[str, str], ...], crossfit: str,
+                  crossfit_label: str, summary: str, console: Console | None = None) -> None:
+    """The members' val/test metrics as mean ± std, then the ``combined`` rows (split, label) as single numbers and
+    the cross-fitted macro-F1 of the ``crossfit`` row."""
     console = console or Console(width=max(Console().width, 110))
-    trained = result["trained"]
-    table = Table(title=f"{len(trained)}-fold cross-validation (mean ± sample std over folds)")
+    table = Table(title=title)
     table.add_column("split")
     for column in HEADLINE:
         table.add_column(column, justify="right")
@@ -205,15 +253,15 @@ def print_cv(result: dict[str, Any], console: Console | None = None) -> None:
         row = result["metrics"].get(split, {})
         if row:
             table.add_row(split, *(f"{row[c]:.4f} ± {row[c + '_std']:.4f}" if c in row else "-" for c in HEADLINE))
-    for split, label in (("oof", "out-of-fold"), ("ensemble_test", "fold ensemble, test")):
+    for split, label in combined:
         row = result["metrics"].get(split)
         if row:
             table.add_row(label, *(f"{row[c]:.4f}" if c in row else "-" for c in HEADLINE))
     console.print(table)
-    oof = result["metrics"].get("oof", {})
-    if "macro_f1_tuned_crossfit" in oof:
-        console.print(f"out-of-fold macro-F1, thresholds tuned on one half and scored on the other: "
-                      f"{oof['macro_f1_tuned_crossfit']:.4f}")
+    row = result["metrics"].get(crossfit, {})
+    if "macro_f1_tuned_crossfit" in row:
+        console.print(f"{crossfit_label} macro-F1, thresholds tuned on one half and scored on the other: "
+                      f"{row['macro_f1_tuned_crossfit']:.4f}")
     for note in result["notes"]:
         console.print(f"note: {note}")
-    console.print(f"summary: {result['output_dir']}/cv_summary.json", soft_wrap=True)
+    console.print(f"summary: {result['output_dir']}/{summary}", soft_wrap=True)
