@@ -27,6 +27,7 @@ from src.hub import check_hub, push
 from src.inference import Predictor
 from src.io import atomic_directory, write_text
 from src.model_card import model_card
+from src.models.ensemble import LabelwiseEnsemble
 from src.onnx_engine import check_options, export_onnx, require_onnx
 from src.parity import check_parity, parity_batch
 from src.progress import progress
@@ -101,6 +102,10 @@ def export(cfg: DictConfig) -> Path | Any:
     token = check_request(cfg)
     checkpoint = Path(to_absolute_path(str(cfg.ckpt_path)))
     predictor = Predictor.from_checkpoint(checkpoint, "cpu")
+    if isinstance(predictor.net, LabelwiseEnsemble) and cfg.format != "onnx":
+        raise ConfigError(f"format={cfg.format}: {checkpoint} is an ensemble of {len(predictor.net.members)} models, "
+                          "which a Hugging Face directory does not hold as one model; export it with format=onnx "
+                          "(one graph holding every member).")
     if cfg.format == "mlflow":
         return export_mlflow(predictor, checkpoint, cfg)
     output_dir = Path(to_absolute_path(str(cfg.output_dir)))

@@ -282,7 +282,8 @@ APPS: dict[str, dict[str, Rule]] = {
     "train": {
         "task_name": TEXT, "seed": SEED, "ckpt_path": NULL | TEXT, "test": BOOL, "report": BOOL, "compile": BOOL,
         "optimized_metric": METRIC, "cv": NULL | MAPPING, "cv.folds": NULL | integer(ge=2),
-        "cv.fold": NULL | integer(ge=0), "thresholds": NULL | MAPPING,
+        "cv.fold": NULL | integer(ge=0), "ensemble": NULL | MAPPING, "ensemble.members": NULL | integer(ge=2),
+        "thresholds": NULL | MAPPING,
         "thresholds.shrinkage": one_of("auto") | real(ge=0, le=1), "thresholds.prior_strength": POSITIVE,
         "thresholds.at_least_one": one_of("auto", True, False), "thresholds.min_gain": NON_NEGATIVE,
         "thresholds.grid": reals(gt=0, lt=1), "export": NULL | MAPPING, "export.mlflow": BOOL,
@@ -414,6 +415,11 @@ def _cross_checks(cfg: DictConfig, app: str) -> Iterator[str]:
             yield f"cv.fold={cv.fold}: needs cv.folds=K (the number of folds) too"
         elif isinstance(folds, int) and folds >= 2 and cv.fold >= folds:
             yield f"cv.fold={cv.fold}: must be an integer in [0, {folds - 1}] (folds count from 0; cv.folds={folds})"
+    ensemble = cfg.get("ensemble") if app == "train" else None
+    if isinstance(ensemble, DictConfig) and ensemble.get("members") is not None and isinstance(cv, DictConfig) \
+            and cv.get("folds") is not None:
+        yield (f"ensemble.members={ensemble.members} cannot be combined with cv.folds={cv.folds}: cross-validation "
+               "already averages its fold models (ensemble_test/...); drop one of them")
     trainer = cfg.get("trainer") if app == "train" else None
     if isinstance(trainer, DictConfig):
         epochs, least, steps = trainer.get("max_epochs"), trainer.get("min_epochs"), trainer.get("max_steps", -1)

@@ -24,6 +24,7 @@ from src.callbacks.curves import TrainingCurves
 from src.callbacks.evaluation import Evaluation
 from src.cv import cross_validate
 from src.distill import Distillation
+from src.ensemble import train_ensemble
 from src.errors import ConfigError, LabelwiseError, reported_to_user
 from src.export import after_training, check_before_training
 from src.losses.base import build_loss
@@ -81,6 +82,10 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     ``ckpt_path=...`` continues the same experiment (and MLflow run) in a new output directory."""
     checkpoint = read_checkpoint(cfg.ckpt_path)
     metadata = checkpoint[CHECKPOINT_KEY]
+    if metadata.get("kind") == "ensemble":
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is a seed ensemble (ensemble.ckpt): it can be evaluated, "
+                          "predicted with and exported, but not resumed. Resume one member's run instead "
+                          "(<run dir>/member<i>/checkpoints/last.ckpt).")
     if not metadata.get("resumable", True):
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} was written by labelwise 0.1: it can be evaluated, predicted "
                           "with and exported, but not resumed. Start a new run instead.")
@@ -296,6 +301,8 @@ def main(cfg: DictConfig) -> float | None:
         validate(cfg)  # before any data loads or MLflow run exists
         if cfg.get("cv") and cfg.cv.folds is not None:
             return cross_validate(cfg, overrides())["optimized_metric"]["value"]
+        if cfg.get("ensemble") and cfg.ensemble.members is not None:
+            return train_ensemble(cfg, overrides())["optimized_metric"]["value"]
         return train(cfg)["optimized_metric"]["value"]
     return None
 

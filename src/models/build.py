@@ -11,6 +11,7 @@ import torch
 
 from src.errors import ConfigError
 from src.labels import LabelSpace
+from src.models import ensemble
 from src.models.fast_dropout import use_fast_dropout
 from src.models.layers import freeze_lowest
 from src.models.lora import PEFT_METHODS, add_adapters, merge
@@ -125,11 +126,14 @@ def chunking(max_chunks: int | None, stride: int, aggregate: str, max_chunks_per
             "max_chunks_per_batch": max_chunks_per_batch or 8 * max_chunks}
 
 
-def from_stored(config: Mapping[str, Any],
-                state_dict: Mapping[str, torch.Tensor]) -> LabelwiseForSequenceClassification:
+def from_stored(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
+                ) -> LabelwiseForSequenceClassification | ensemble.LabelwiseEnsemble:
     """The model a checkpoint describes, in eval mode: built from its stored config (no pretrained weights are
     read), then given its weights; a ConfigError naming the missing weights otherwise. LoRA adapters are merged
-    into the encoder's weights (the same logits; a plain model to evaluate, predict with and export)."""
+    into the encoder's weights (the same logits; a plain model to evaluate, predict with and export). A config
+    with ``ensemble`` (an ``ensemble.ckpt``) gives the members as one model (src/models/ensemble.py)."""
+    if config.get("ensemble"):
+        return ensemble.from_stored(config, state_dict)  # which builds each member here
     net = LabelwiseForSequenceClassification(LabelwiseConfig.from_dict(dict(config)))
     if getattr(net.config, "lora", None):
         net.encoder = add_adapters(net.encoder, net.config.lora)

@@ -31,6 +31,8 @@ OVERRIDES_TAG = "labelwise.overrides"
 SWEPT_KEYS_TAG = "labelwise.swept_keys"
 FOLDS_TAG = "labelwise.cv_folds"  # a cross-validation run: its child runs are its folds
 FOLD_TAG = "labelwise.fold"  # one fold's run
+MEMBERS_TAG = "labelwise.ensemble_members"  # a seed ensemble's run (ensemble.members): its child runs are its members
+MEMBER_TAG = "labelwise.member"  # one member's run
 FAILURE_FILE = "error.txt"
 ROOT = Path(__file__).resolve().parents[2]
 

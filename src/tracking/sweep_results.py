@@ -2,8 +2,9 @@
 
 What the training side writes: the parent run is tagged ``labelwise.kind = "sweep"``; each job is a child run
 (``mlflow.parentRunId``) tagged ``labelwise.overrides`` (JSON list of ``key=value``) and ``labelwise.swept_keys``
-(JSON list of the keys the sweep varied). A cross-validation run (``labelwise.cv_folds``) stands for its fold runs:
-each fold is a replicate, as a seed is, so ``src.compare`` pairs groups fold by fold. Per-example decisions, when
+(JSON list of the keys the sweep varied). A cross-validation run (``labelwise.cv_folds``) stands for its fold runs,
+a seed ensemble's (``labelwise.ensemble_members``) for its member runs: each is a replicate, as a seed is, so
+``src.compare`` pairs groups fold by fold (member by member). Per-example decisions, when
 saved, are the child's artifact ``report/predictions_<split>.npz`` holding ``targets``, ``predictions`` (0/1
 ``[N, C]``) and ``labels`` (the label space as JSON).
 """
@@ -23,7 +24,16 @@ from mlflow.exceptions import MlflowException
 from src.errors import ConfigError
 from src.labels import LabelSpace
 from src.tracking.naming import override_key
-from src.tracking.sweep import FOLD_TAG, FOLDS_TAG, KIND_TAG, OVERRIDES_TAG, PARENT_TAG, SWEPT_KEYS_TAG
+from src.tracking.sweep import (
+    FOLD_TAG,
+    FOLDS_TAG,
+    KIND_TAG,
+    MEMBER_TAG,
+    MEMBERS_TAG,
+    OVERRIDES_TAG,
+    PARENT_TAG,
+    SWEPT_KEYS_TAG,
+)
 
 SEED = "seed"
 
@@ -90,11 +100,19 @@ def _job(run: Run, settings: dict[str, str], swept: list[str] | None) -> Job:
                settings=settings, metrics=dict(run.data.metrics), swept_keys=swept)
 
 
-def _replicate(settings: dict[str, str], fold: str) -> dict[str, str]:
-    """A fold's settings: the fold joins the seed as the replicate (``seed=1/fold2``), ``cv.fold`` goes."""
+def _replicate(settings: dict[str, str], member: str) -> dict[str, str]:
+    """A fold's (or ensemble member's) settings: ``member`` (``fold2``, ``member1``) joins the seed as the replicate
+    (``seed=1/fold2``), ``cv.fold`` goes."""
     settings = {key: value for key, value in settings.items() if key != "cv.fold"}
     seed = settings.pop(SEED, None)
-    return {**settings, SEED: f"{seed}/fold{fold}" if seed is not None else f"fold{fold}"}
+    return {**settings, SEED: f"{seed}/{member}" if seed is not None else member}
+
+
+def _member(tags: dict[str, str]) -> str | None:
+    """``fold<i>`` / ``member<i>`` of a cross-validation fold's or ensemble member's run, None for other runs."""
+    if FOLD_TAG in tags:
+        return f"fold{tags[FOLD_TAG]}"
+    return f"member{tags[MEMBER_TAG]}" if MEMBER_TAG in tags else None
 
 
 def sweep_jobs(client: MlflowClient, parent: Run) -> list[Job]:
@@ -110,11 +128,11 @@ def sweep_jobs(client: MlflowClient, parent: Run) -> list[Job]:
         tags = run.data.tags
         swept = json.loads(tags[SWEPT_KEYS_TAG]) if tags.get(SWEPT_KEYS_TAG) else None
         settings = _settings(json.loads(tags.get(OVERRIDES_TAG, "[]")))
-        folds = _children(client, run.info.run_id) if FOLDS_TAG in tags else []
-        if folds:
-            jobs += [_job(fold, _replicate(settings, fold.data.tags.get(FOLD_TAG, "?")), swept) for fold in folds]
-        elif FOLD_TAG in tags:
-            jobs.append(_job(run, _replicate(settings, tags[FOLD_TAG]), swept))
+        members = _children(client, run.info.run_id) if FOLDS_TAG in tags or MEMBERS_TAG in tags else []
+        if members:
+            jobs += [_job(member, _replicate(settings, _member(member.data.tags) or "?"), swept) for member in members]
+        elif _member(tags):
+            jobs.append(_job(run, _replicate(settings, _member(tags)), swept))
         else:
             jobs.append(_job(run, settings, swept))
     return sorted(jobs, key=lambda job: job.start_time)
