@@ -20,7 +20,17 @@ NA = "not available"
 
 def run_summary(predictor: Predictor, checkpoint: Path | None) -> dict[str, Any] | None:
     """The training run's ``summary.json``: in its run directory (the config's ``paths.output_dir``, or the directory
-    above ``checkpoints/``), if it is still there."""
+    above ``checkpoints/``), if it is still there. For a seed ensemble (``ensemble.ckpt``, in its run directory),
+    the ensemble's own val/test metrics from ``ensemble_summary.json``."""
+    if predictor.metadata.get("kind") == "ensemble":
+        path = Path(predictor.metadata.get("config", {}).get("paths", {}).get("output_dir", "")) / \
+            "ensemble_summary.json"
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text())
+        return {"metrics": {split: result["metrics"][f"ensemble_{split}"] for split in ("val", "test")
+                            if f"ensemble_{split}" in result["metrics"]},
+                "thresholds": result["thresholds"], "best_checkpoint": result["checkpoint"]}
     candidates = []
     output_dir = predictor.metadata.get("config", {}).get("paths", {}).get("output_dir")
     if output_dir:
@@ -31,6 +41,13 @@ def run_summary(predictor: Predictor, checkpoint: Path | None) -> dict[str, Any]
         if (directory / "summary.json").is_file():
             return json.loads((directory / "summary.json").read_text())
     return None
+
+
+def ensemble_note(predictor: Predictor) -> str:
+    """How a seed ensemble differs from one model, for the card's first sentence."""
+    members = getattr(predictor.net.config, "ensemble", None)
+    return (f": a seed ensemble of {len(members)} such models, whose probabilities are averaged" if members
+            else "")
 
 
 def data_fingerprint(predictor: Predictor) -> str | None:
@@ -206,7 +223,7 @@ def model_card(predictor: Predictor, checkpoint: Path | None, model_ref: str, ki
     body = f"""# {model_ref.rstrip("/").rsplit("/", 1)[-1]}
 
 A {space.task} text classifier over {space.num_labels} labels, fine-tuned from `{base or NA}` with
-labelwise {__version__}.
+labelwise {__version__}{ensemble_note(predictor)}.
 
 - base model: `{base or NA}`
 - labels: {", ".join(f"`{name}`" for name in space.names)}

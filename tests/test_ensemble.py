@@ -131,13 +131,15 @@ def test_predict_eval_and_thresholds_apps_take_the_ensemble(two_members, tmp_pat
     expected = ensemble.scores(TEXTS, precision=EXACT)
     got = np.array([[r["scores"][name] for name in ensemble.labels.names] for r in records])
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    # src.eval on the val split: the tuned macro-F1 the ensemble run reported for the same scores
+    # src.eval on the val split: the ensemble's fp32 scores decided with its stored thresholds
     cfg = compose_app("eval", [f"ckpt_path={result['checkpoint']}", "split=val", f"precision={EXACT}"])
     with open_dict(cfg):
         cfg.paths.root_dir, cfg.paths.output_dir = str(tmp_path), str(tmp_path / "eval")
     summary = evaluate_checkpoint(cfg)
-    assert summary["metrics"]["val"]["macro_f1"] == pytest.approx(result["metrics"]["ensemble_val"]["macro_f1_tuned"],
-                                                                  abs=1e-6)
+    texts, targets = ensemble.validation_split()
+    decided = ensemble.labels.decide(ensemble.scores(texts, precision=EXACT), ensemble.thresholds)
+    expected = f1_score(targets.astype(bool), decided, average="macro", zero_division=0)
+    assert summary["metrics"]["val"]["macro_f1_tuned"] == pytest.approx(expected, abs=1e-6)
     cfg = compose_app("thresholds", [f"ckpt_path={result['checkpoint']}", "policy=precision_at_least", "value=0.5",
                                      f"output={tmp_path / 'p50.ckpt'}"])
     with open_dict(cfg):
@@ -169,6 +171,9 @@ def test_onnx_export_holds_every_member(two_members, tmp_path):
     expected = Predictor.load(result["checkpoint"]).scores(TEXTS, precision=EXACT)
     np.testing.assert_allclose(onnx.scores(TEXTS, precision=EXACT), expected, atol=1e-4)
     assert onnx.thresholds.to_dict() == result["thresholds"]
+    card = (tmp_path / "onnx" / "README.md").read_text()  # the ensemble's own metrics, not a member's
+    assert "a seed ensemble of 2 such models" in card
+    assert f"| val | {result['metrics']['ensemble_val']['macro_f1_tuned']:.4f} |" in card
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
