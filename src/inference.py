@@ -62,7 +62,8 @@ class Predictor:
     def load(cls, path: str | Path, engine: str | None = None, quantize: str | None = None,
              device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
              max_f1_loss: float | None = MAX_F1_LOSS) -> Predictor:
-        """A checkpoint (``.ckpt``), an exported Hugging Face directory or an exported ONNX directory.
+        """A checkpoint (``.ckpt``; a seed ensemble's ``ensemble.ckpt`` loads as one model), an exported Hugging Face
+        directory or an exported ONNX directory.
 
         ``engine``: ``torch`` or ``onnx`` (None: onnx for an ONNX export, torch otherwise). ``engine="onnx"`` on a
         checkpoint or Hugging Face export exports it to ONNX once into ``cache_dir`` and reuses that while the model

@@ -117,12 +117,14 @@ def _member(tags: dict[str, str]) -> str | None:
 
 def sweep_jobs(client: MlflowClient, parent: Run) -> list[Job]:
     """The child runs of ``parent``, oldest first (searched in every experiment: a job may log elsewhere); a
-    cross-validation child is replaced by its folds, and the folds of a cross-validation ``parent`` are its jobs."""
+    cross-validation (ensemble) child is replaced by its folds (members), and the folds (members) of such a ``parent``
+    are its jobs."""
     parent_id = parent.info.run_id
     runs = _children(client, parent_id)
     if not runs:
         raise ConfigError(f"run {parent_id} ({parent.info.run_name}) has no child runs: pass the parent run of a "
-                          "--multirun sweep (tagged labelwise.kind=sweep) or of a cv.folds run, or sweep=latest.")
+                          "--multirun sweep (tagged labelwise.kind=sweep), of a cv.folds run or of an "
+                          "ensemble.members run, or sweep=latest.")
     jobs = []
     for run in runs:
         tags = run.data.tags
