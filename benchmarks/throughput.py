@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -199,36 +201,36 @@ def run_hf(args, subset: Path, tuned: bool = False) -> dict:
     }
 
 
+class TrainTimer(L.Callback):
+    """Wall time of training batches only, like the peer's ``trainer.train()`` with evaluation and saving
+    off: each stretch runs from an epoch's first batch to the validation (and checkpoint saving) that ends
+    it, or to the epoch's end."""
+
+    def __init__(self):
+        self.seconds, self.start = 0.0, None
+
+    def on_train_batch_start(self, *_):
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def _stop(self):
+        if self.start is not None:
+            self.seconds += time.perf_counter() - self.start
+            self.start = None
+
+    def on_validation_start(self, *_):  # trainer.training is False here: fit's stage is VALIDATING
+        self._stop()
+
+    def on_train_epoch_end(self, *_):
+        self._stop()
+
+
 def run_labelwise(args, subset: Path) -> dict:
     """Our default path through the real entry point; only the data, budget and learning rate are set."""
-    import lightning as L
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
     import src.train as entry
-
-    class TrainTimer(L.Callback):
-        """Wall time of training batches only, like the peer's ``trainer.train()`` with evaluation and saving
-        off: each stretch runs from an epoch's first batch to the validation (and checkpoint saving) that ends
-        it, or to the epoch's end."""
-
-        def __init__(self):
-            self.seconds, self.start = 0.0, None
-
-        def on_train_batch_start(self, *_):
-            if self.start is None:
-                self.start = time.perf_counter()
-
-        def _stop(self):
-            if self.start is not None:
-                self.seconds += time.perf_counter() - self.start
-                self.start = None
-
-        def on_validation_start(self, *_):  # trainer.training is False here: fit's stage is VALIDATING
-            self._stop()
-
-        def on_train_epoch_end(self, *_):
-            self._stop()
 
     timer = TrainTimer()
     overrides = [
