@@ -1,0 +1,57 @@
+"""benchmarks/long_documents.py: the GoEmotions threads it builds, and its skip without the data."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.fixture
+def long_documents(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports throughput.py beside it
+    spec = importlib.util.spec_from_file_location("long_documents", ROOT / "benchmarks" / "long_documents.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_thread_labels_are_the_union_of_its_comments(long_documents):
+    names = ["anger", "joy", "fear", "neutral"]
+    row = long_documents.thread_row([("so unfair", [0]), ("yay", [1, 3]), ("ok", [3]), ("argh", [0])], names)
+    assert row == {"text": "so unfair\nyay\nok\nargh", "labels": ["anger", "joy", "neutral"]}
+
+
+def test_threads_are_seeded_and_never_reuse_a_comment(long_documents):
+    comments = [(f"comment {i}", [i % 3]) for i in range(50)]
+    threads = long_documents.sample_threads(comments, count=6, k=8, seed=1)
+    texts = [text for members in threads for text, _ in members]
+    assert [len(members) for members in threads] == [8] * 6
+    assert len(set(texts)) == 48
+    assert threads == long_documents.sample_threads(comments, count=6, k=8, seed=1)
+    assert threads != long_documents.sample_threads(comments, count=6, k=8, seed=2)
+    with pytest.raises(ValueError, match="at most 6 threads of 8"):
+        long_documents.sample_threads(comments, count=7, k=8, seed=1)
+
+
+def test_first_window_labels_counts_comments_starting_inside_it(long_documents):
+    from transformers import AutoTokenizer
+
+    from src.pretrained import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(long_documents.MODEL))
+    # "a" is one token: the comments start at tokens 0, 100 and 130 of a 126-token window (128 less [CLS], [SEP])
+    thread = [(" ".join(["a"] * 100), [0]), (" ".join(["a"] * 30), [1]), ("a a", [1, 2])]
+    assert long_documents.first_window_labels([thread], tokenizer) == pytest.approx(2 / 3)  # {0, 1} of {0, 1, 2}
+    assert long_documents.first_window_labels([thread[1:]], tokenizer) == 1.0
+
+
+def test_skips_without_the_data(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "long_documents.py"), "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"skipped: no GoEmotions train.tsv, dev.tsv and labels.txt in {tmp_path}")
