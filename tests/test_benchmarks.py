@@ -55,3 +55,15 @@ def test_skips_without_the_data(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"skipped: no GoEmotions train.tsv, dev.tsv and labels.txt in {tmp_path}")
+
+
+def test_every_label_baseline_matches_sklearn(long_documents):
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    names = ["anger", "joy", "fear", "neutral"]
+    rows = [{"labels": ["anger", "neutral"]}, {"labels": ["joy", "neutral"]}, {"labels": ["neutral"]},
+            {"labels": ["anger", "joy"]}, {"labels": ["neutral"]}]
+    truth = np.array([[name in row["labels"] for name in names] for row in rows])
+    expected = f1_score(truth, np.ones_like(truth), average="macro", zero_division=0)  # fear: never present, F1 0
+    assert long_documents.every_label_macro_f1(rows, names) == pytest.approx(expected)
