@@ -53,16 +53,48 @@ def sample_threads(comments: list[tuple[str, list[int]]], count: int, k: int, se
     return [[comments[i] for i in order[start:start + k]] for start in range(0, count * k, k)]
 
 
-def thread_row(members: list[tuple[str, list[int]]], names: list[str], separator: str = "\n") -> dict:
+def sample_sparse_threads(comments: list[tuple[str, list[int]]], count: int, k: int, emotional: int, neutral: int,
+                          seed: int) -> list[list[tuple[str, list[int]]]]:
+    """``count`` threads of ``k`` comments of which ``emotional`` carry an emotion (no neutral) and the rest are
+    neutral-only comments, the emotional ones at random positions: a thread's labels are then those of a few comments
+    that may sit anywhere in it, as in a long document whose evidence is not at its start. No comment is reused."""
+    rng = random.Random(seed)
+    calm = [c for c in comments if c[1] == [neutral]]
+    moved = [c for c in comments if neutral not in c[1]]
+    need = {"neutral-only": (count * (k - emotional), len(calm)), "emotional": (count * emotional, len(moved))}
+    for kind, (wanted, have) in need.items():
+        if wanted > have:
+            raise ValueError(f"{count} threads need {wanted} {kind} comments; the file has {have}. Ask for fewer "
+                             "threads or a smaller --k.")
+    rng.shuffle(calm)
+    rng.shuffle(moved)
+    threads = []
+    for t in range(count):
+        members = calm[t * (k - emotional):(t + 1) * (k - emotional)] + moved[t * emotional:(t + 1) * emotional]
+        rng.shuffle(members)
+        threads.append(members)
+    return threads
+
+
+def thread_row(members: list[tuple[str, list[int]]], names: list[str], separator: str = "\n",
+               labels: list[str] | None = None) -> dict:
     """A thread as a data=jsonl row: the texts joined by ``separator``, the labels the union of the comments' label
     names (in vocabulary order)."""
-    ids = sorted({i for _, labels in members for i in labels})
-    return {"text": separator.join(text for text, _ in members), "labels": [names[i] for i in ids]}
+    ids = sorted({i for _, ids in members for i in ids})
+    return {"text": separator.join(text for text, _ in members),
+            "labels": [names[i] for i in ids if labels is None or names[i] in labels]}
 
 
-def first_window_labels(threads: list[list[tuple[str, list[int]]]], tokenizer) -> float:
+def vocabulary(args) -> list[str]:
+    """The labels threads are classified into: GoEmotions' 28, less neutral with --emotional (every such thread has
+    it)."""
+    names = (args.data_dir / "labels.txt").read_text(encoding="utf-8").split()
+    return [n for n in names if not (args.emotional and n == "neutral")]
+
+
+def first_window_labels(threads: list[list[tuple[str, list[int]]]], tokenizer, ignore: int | None = None) -> float:
     """The share of the threads' (thread, label) pairs with a comment carrying the label that starts inside the first
-    window: what truncation can see at all."""
+    window: what truncation can see at all (label id ``ignore`` left out)."""
     visible = total = 0
     for members in threads:
         lengths = [len(ids) for ids in tokenizer([text for text, _ in members], add_special_tokens=False)["input_ids"]]
@@ -71,8 +103,8 @@ def first_window_labels(threads: list[list[tuple[str, list[int]]]], tokenizer) -
             if position < WINDOW - 2:
                 seen.update(labels)
             position += length
-        union = {i for _, labels in members for i in labels}
-        visible, total = visible + len(seen), total + len(union)
+        union = {i for _, labels in members for i in labels} - {ignore}
+        visible, total = visible + len(seen - {ignore}), total + len(union)
     return visible / total
 
 
@@ -87,7 +119,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
 
 
-def describe(threads: list[list[tuple[str, list[int]]]], rows: list[dict], max_chunks: int) -> str:
+def describe(threads: list[list[tuple[str, list[int]]]], rows: list[dict], max_chunks: int,
+             ignore: int | None = None) -> str:
     """The threads' MiniLM token lengths, how much of them the first window and ``max_chunks`` windows cover (the
     framework's own tokenisation, hierarchical.yaml's stride) and how many of their labels the first window holds."""
     import numpy as np
@@ -103,7 +136,7 @@ def describe(threads: list[list[tuple[str, list[int]]]], rows: list[dict], max_c
     _, lengths, first = tokenize_with_lengths(tokenizer, texts, WINDOW)
     _, _, covered = tokenize_with_lengths(tokenizer, texts, WINDOW, stride=stride, max_chunks=max_chunks)
     low, median, high = np.percentile(lengths, [25, 50, 75])
-    labels = first_window_labels(threads, tokenizer)
+    labels = first_window_labels(threads, tokenizer, ignore)
     return (f"MiniLM tokens per thread: median {median:.0f} (quartiles {low:.0f}-{high:.0f}, max {lengths.max()}), "
             f"{np.mean(lengths > WINDOW):.0%} longer than {WINDOW}\n"
             f"first window of {WINDOW}: {first.sum() / lengths.sum():.0%} of the tokens, {labels:.0%} of the (thread, "
@@ -111,19 +144,19 @@ def describe(threads: list[list[tuple[str, list[int]]]], rows: list[dict], max_c
             f"labels per thread: mean {np.mean([len(row['labels']) for row in rows]):.1f}")
 
 
-def arm_overrides(arm: str, args, work: Path, names: list[str]) -> list[str]:
+def arm_overrides(arm: str, args, work: Path, labels: list[str]) -> list[str]:
     """One arm's `src.train` overrides: everything but the model group and its chunking keys is shared."""
     overrides = [
         *ARMS[arm],
         "data=jsonl",
         f"data.source.train={work / 'train.jsonl'}",
         f"data.source.val={work / 'val.jsonl'}",
-        f"data.source.labels=[{','.join(names)}]",
+        f"data.source.labels=[{','.join(labels)}]",
         "data.source.task=multilabel",
         f"data.max_length={WINDOW}",
         f"data.batch_size={args.batch_size}",
-        "loss=bce",  # a thread carries ~40% of the labels; with loss=auto (asymmetric, for rare positives) the
-        #              default run gave both arms the same val F1 to 4 decimals: neither had learnt to rank
+        f"loss={args.loss}",  # bce by default: a thread of 16 random comments carries ~40% of the labels; with
+        #                     loss=auto (asymmetric, for rare positives) both arms gave the same val F1 to 4 decimals
         f"optim.lr={args.lr}",
         f"trainer.max_epochs={args.epochs}",
         "callbacks.early_stopping=null",
@@ -148,9 +181,8 @@ def child(args) -> None:
     import src.train as entry
 
     work = Path(args.work)
-    names = (args.data_dir / "labels.txt").read_text(encoding="utf-8").split()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=arm_overrides(args.child, args, work, names))
+        cfg = compose(config_name="train", overrides=arm_overrides(args.child, args, work, vocabulary(args)))
     with open_dict(cfg):
         cfg.paths.root_dir = str(work)
         cfg.paths.output_dir = str(work / args.child)
@@ -193,6 +225,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="documents per training batch, both arms")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--emotional", type=int, default=0,
+                        help="N > 0: each thread is k - N neutral-only comments around N emotional ones at random "
+                             "positions (labels: theirs, neutral left out), so the evidence can sit in any window")
+    parser.add_argument("--loss", default="bce", help="the loss of both arms (src.train loss=...)")
     parser.add_argument("--override", action="append", default=[], help="extra src.train override for both arms "
                         "(repeatable)")
     parser.add_argument("--child", choices=list(ARMS), help=argparse.SUPPRESS)
@@ -206,18 +242,26 @@ def main() -> None:
         return
 
     names = (args.data_dir / "labels.txt").read_text(encoding="utf-8").split()
+    labels = vocabulary(args)
+
+    def threads_of(comments, count):
+        if args.emotional:
+            return sample_sparse_threads(comments, count, args.k, args.emotional, names.index("neutral"), args.seed)
+        return sample_threads(comments, count, args.k, args.seed)
+
     try:
-        threads = {split: sample_threads(read_comments(args.data_dir / file), count, args.k, args.seed)
+        threads = {split: threads_of(read_comments(args.data_dir / file), count)
                    for split, file, count in (("train", "train.tsv", args.train_threads),
                                               ("val", "dev.tsv", args.val_threads))}
     except ValueError as error:
         sys.exit(f"error: {error}")
-    rows = {split: [thread_row(members, names) for members in split_threads]
+    rows = {split: [thread_row(members, names, labels=labels) for members in split_threads]
             for split, split_threads in threads.items()}
     print(f"hardware: {hardware()}")
     print(f"{args.train_threads} train threads (train.tsv) / {args.val_threads} val threads (dev.tsv) of {args.k} "
           "GoEmotions comments")
-    print(describe(threads["train"] + threads["val"], rows["train"] + rows["val"], args.max_chunks), flush=True)
+    ignore = names.index("neutral") if args.emotional else None  # not a label of --emotional threads
+    print(describe(threads["train"] + threads["val"], rows["train"] + rows["val"], args.max_chunks, ignore), flush=True)
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="long_documents-") as tmp:
@@ -240,7 +284,7 @@ def main() -> None:
         print(f"{label:34s}{row['macro_f1']:13.4f}{row['macro_f1_tuned']:8.4f}{row['macro_f1_tuned_crossfit']:10.4f}"
               f"{row['samples_per_s']:10.1f}{row['peak_rss_mb']:12.0f}"
               + (f"{row['peak_gpu_mb']:12.0f}" if gpu else "") + f"{row['wall_s']:8.0f}")
-    baseline = every_label_macro_f1(rows["val"], names)
+    baseline = every_label_macro_f1(rows["val"], labels)
     print(f"{'every label predicted (no model)':34s}{baseline:13.4f}")
     truncation, hierarchical = results["truncation"], results["hierarchical"]
     gain = hierarchical["macro_f1_tuned_crossfit"] - truncation["macro_f1_tuned_crossfit"]
