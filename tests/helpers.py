@@ -47,8 +47,9 @@ WORDS = {
 FILLER = ["the", "day", "was", "and", "then", "we", "it", "really", "so"]
 
 
-def write_dataset(directory: Path, multilabel: bool, rows: int = 96, seed: int = 0) -> dict[str, Path]:
-    """JSONL splits whose label is signalled by keywords, so even a tiny model can learn something."""
+def write_dataset(directory: Path, multilabel: bool, rows: int = 96, seed: int = 0, lead: int = 0) -> dict[str, Path]:
+    """JSONL splits whose label is signalled by keywords, so even a tiny model can learn something. ``lead > 0``:
+    the keywords come last, after that many filler words (long texts whose evidence lies beyond a short window)."""
     rng = random.Random(seed)
     names = list(WORDS)
     paths = {}
@@ -56,8 +57,11 @@ def write_dataset(directory: Path, multilabel: bool, rows: int = 96, seed: int =
         lines = []
         for _ in range(count):
             labels = rng.sample(names, rng.choice([1, 2]) if multilabel else 1)
-            words = [rng.choice(WORDS[name]) for name in labels] + rng.sample(FILLER, 4)
-            rng.shuffle(words)
+            if lead:
+                words = [rng.choice(FILLER) for _ in range(lead)] + [rng.choice(WORDS[name]) for name in labels]
+            else:
+                words = [rng.choice(WORDS[name]) for name in labels] + rng.sample(FILLER, 4)
+                rng.shuffle(words)
             lines.append(json.dumps({"text": " ".join(words), "labels": labels if multilabel else labels[0]}))
         paths[split] = directory / f"{split}.jsonl"
         paths[split].write_text("\n".join(lines) + "\n")

@@ -7,7 +7,6 @@ batches against their chunk budget; scores of a long text equal in eval, predict
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from src.data.token_cache import tokenize_with_lengths
 from src.inference import Predictor
 from src.models.modeling_labelwise import LabelwiseConfig, LabelwiseForSequenceClassification
 from src.train import train
-from tests.helpers import FILLER, WORDS, compose_train, quick
+from tests.helpers import FILLER, compose_train, quick, write_dataset
 
 LONG = "hierarchical: " + " ".join(f"word{i}" for i in range(120))
 
@@ -108,22 +107,6 @@ def test_batches_keep_to_the_chunk_budget_and_cover_every_document_once():
     assert all(len(b) == 1 or costs[b].sum() <= 24 for b in evaluation)
 
 
-def long_dataset(directory, multilabel: bool, rows: int = 96):
-    """JSONL splits whose label words come after 40 filler words: beyond a 16-token window."""
-    rng = random.Random(0)
-    names = list(WORDS)
-    paths = {}
-    for split, count in (("train", rows), ("val", rows // 3), ("test", rows // 3)):
-        lines = []
-        for _ in range(count):
-            labels = rng.sample(names, rng.choice([1, 2]) if multilabel else 1)
-            words = [rng.choice(FILLER) for _ in range(40)] + [rng.choice(WORDS[name]) for name in labels]
-            lines.append(json.dumps({"text": " ".join(words), "labels": labels if multilabel else labels[0]}))
-        paths[split] = directory / f"{split}.jsonl"
-        paths[split].write_text("\n".join(lines) + "\n")
-    return paths
-
-
 HIERARCHICAL = ["model=hierarchical", "data.max_length=16", "model.max_chunks=4", "model.chunk_stride=4",
                 "model.max_chunks_per_batch=20"]
 
@@ -134,7 +117,7 @@ def test_trains_reports_truncation_and_predicts_as_it_evaluated(tmp_path, tiny_b
                                                                 sampler):
     """A few steps on long texts; the summary reports what 4 windows cut; a Predictor from the best checkpoint
     scores the val texts (long ones) as the evaluation pass did."""
-    paths = long_dataset(tmp_path, multilabel)
+    paths = write_dataset(tmp_path, multilabel, lead=40)
     cfg = compose_train(tmp_path, quick(tiny_bert, paths, *HIERARCHICAL, f"loss={loss}", f"model.aggregate={aggregate}",
                                         f"sampler={sampler}",
                                         "trainer.max_epochs=2", "trainer.precision=32-true", "logger=csv"))
@@ -159,7 +142,7 @@ def trained(tmp_path_factory, tiny_bert):
     """A multi-label hierarchical model (attention aggregation) trained on long texts: its checkpoint, val texts
     and data files."""
     tmp_path = tmp_path_factory.mktemp("hierarchical")
-    paths = long_dataset(tmp_path, multilabel=True)
+    paths = write_dataset(tmp_path, multilabel=True, lead=40)
     cfg = compose_train(tmp_path, quick(tiny_bert, paths, *HIERARCHICAL, "model.aggregate=attention",
                                         "trainer.max_epochs=1", "report=false", "logger=csv"))
     summary = train(cfg)
@@ -211,7 +194,7 @@ def test_ddp_shards_documents_and_gathers_each_once(tmp_path, tiny_bert):
     once each, with the scores one process computes from the checkpoint."""
     from tests.helpers import on_tiny, run_cli
 
-    paths = long_dataset(tmp_path, multilabel=True, rows=60)
+    paths = write_dataset(tmp_path, multilabel=True, rows=60, lead=40)
     run_cli(tmp_path, "strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
             "trainer.precision=32-true", *on_tiny(tiny_bert, paths), *HIERARCHICAL, "model.max_chunks_per_batch=9",
             "data.eval_batch_size=5", "hydra.run.dir=ddp")
