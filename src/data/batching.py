@@ -123,6 +123,14 @@ class ResumableDataLoader(DataLoader):
         self.batch_sampler.resume(state_dict["epoch"], state_dict["batches"])
 
 
+def sizes(rows: list) -> tuple[list[int], list[int] | None]:
+    """Tokens per row and, for rows that are lists of windows (a hierarchical model's documents), windows per row
+    (None for plain rows): what batches are sorted and capped by."""
+    if rows and isinstance(rows[0], list):
+        return [sum(map(len, windows)) for windows in rows], [len(windows) for windows in rows]
+    return [len(row) for row in rows], None
+
+
 def sorted_batches(lengths: Sequence[int], batch_size: int, costs: Sequence[int] | None = None,
                    max_cost: int | None = None) -> list[list[int]]:
     """Evaluation/prediction batches of indices sorted by length, longest first (the largest batch fails
@@ -212,8 +220,7 @@ def map_sorted_batches(function: Callable[[dict[str, torch.Tensor]], torch.Tenso
     that are lists of windows (a hierarchical model's documents) are batched by ``max_chunks_per_batch`` too."""
     collate = PadCollator(pad_token_id, multiple_of)
     out = np.zeros((len(ids), width), dtype=np.float32)
-    costs = [len(row) for row in ids] if ids and isinstance(ids[0], list) else None
-    lengths = [sum(map(len, row)) for row in ids] if costs else [len(row) for row in ids]
+    lengths, costs = sizes(ids)
     with autocast_for(device, precision), progress(description, total=len(ids), unit="texts") as advance:
         for batch in sorted_batches(lengths, batch_size, costs, max_chunks_per_batch):
             padded = {key: value.to(device) for key, value in collate.pad([ids[i] for i in batch]).items()}

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.augment import EasyDataAugmentation
-from src.data.batching import LengthGroupedBatchSampler, PadCollator, ResumableDataLoader, shard
+from src.data.batching import LengthGroupedBatchSampler, PadCollator, ResumableDataLoader, shard, sizes
 from src.data.checks import DataChecks, check_leakage_policy, drop_leaked_train_rows, refuse_untrainable
 from src.data.embeddings import EmbeddedSplit, EmbeddingCache
 from src.data.records import LabelledData, Split
@@ -45,20 +45,14 @@ class TokenizedSplit(Dataset):
         self.rows = np.arange(len(input_ids)) if rows is None else rows
 
     @property
-    def chunked(self) -> bool:
-        return bool(self.input_ids) and isinstance(self.input_ids[0], list)
-
-    @property
     def lengths(self) -> list[int]:
         """Tokens per item (all its windows')."""
-        if self.chunked:
-            return [sum(map(len, windows)) for windows in self.input_ids]
-        return [len(ids) for ids in self.input_ids]
+        return sizes(self.input_ids)[0]
 
     @property
     def costs(self) -> list[int] | None:
         """Windows per item of a chunked split (None otherwise): what a batch's memory grows with."""
-        return [len(windows) for windows in self.input_ids] if self.chunked else None
+        return sizes(self.input_ids)[1]
 
     def __len__(self) -> int:
         return len(self.input_ids)
