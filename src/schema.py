@@ -251,6 +251,10 @@ TARGETS: dict[str, dict[str, Rule]] = {
         "monitor": NULL | TEXT, "mode": one_of("min", "max"), "save_top_k": integer(ge=-1),
         "save_last": NULL | BOOL | one_of("link"), "save_weights_only": BOOL, "every_n_epochs": NULL | integer(ge=0),
     },
+    "src.tracking.checkpoint.EpochCheckpoint": {
+        "monitor": NULL | TEXT, "mode": one_of("min", "max"), "save_top_k": integer(ge=-1),
+        "save_last": NULL | BOOL | one_of("link"), "save_weights_only": BOOL, "every_n_epochs": NULL | integer(ge=0),
+    },
     "src.tracking.checkpoint.PeriodicCheckpoint": {"train_time_interval": NON_NEGATIVE | Rule(
         "a duration HH:MM:SS", lambda v: isinstance(v, str) and re.fullmatch(r"\d+:\d+:\d+(\.\d+)?", v) is not None)},
     "lightning.pytorch.callbacks.EarlyStopping": {

@@ -84,6 +84,27 @@ class ResumeState(L.Callback):
         random.setstate((version, tuple(internal), gauss_next))
 
 
+class EpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with ``save_last`` keeping its promise: since Lightning 2.6 ``last.ckpt`` is
+    written only at a step where a top-k checkpoint was saved, so once the monitored metric stops improving it stays
+    a copy of the best, and a resume from it would repeat every epoch after the best. This also writes it at each
+    evaluation where the top-k did not change."""
+
+    def _save_last_if_missed(self, trainer: L.Trainer, skipped: bool) -> None:
+        if self.save_last and not skipped and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        skipped = self._should_skip_saving_checkpoint(trainer) or self._should_save_on_train_epoch_end(trainer)
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_if_missed(trainer, skipped)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        skipped = self._should_skip_saving_checkpoint(trainer) or not self._should_save_on_train_epoch_end(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_if_missed(trainer, skipped)
+
+
 class PeriodicCheckpoint(ModelCheckpoint):
     """A full checkpoint (``periodic.ckpt``, overwritten) once ``train_time_interval`` (``HH:MM:SS`` or seconds) of
     training passed without any checkpoint, so a kill in a long epoch loses at most that much; resuming from it

@@ -65,3 +65,17 @@ def test_final_metrics_are_logged_at_the_last_step(runs):
     assert history[-1][1] == pytest.approx(full["metrics"]["val"]["macro_f1"])
     (test,) = client.get_metric_history(run_id, "test/macro_f1")
     assert test.step == 2 * steps_per_epoch
+
+
+def test_last_ckpt_is_the_last_epoch_when_the_best_is_earlier(tmp_path, tiny_bert):
+    """Lightning 2.6 writes last.ckpt only where a top-k checkpoint was saved; ours is the last epoch's full state
+    every time (the best forced to epoch 0: monitor=epoch, mode=min)."""
+    args = quick(tiny_bert, write_dataset(tmp_path, multilabel=True), "report=false", "logger=none", "test=false",
+                 "callbacks.early_stopping=null", "callbacks.model_checkpoint.monitor=epoch",
+                 "callbacks.model_checkpoint.mode=min")
+    summary = train(compose_train(tmp_path, args))
+    assert summary["best_checkpoint"].endswith("best-epoch00.ckpt")
+    last = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 3 * 6)  # 3 epochs of 96 rows / batch 16
+    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert best["global_step"] == 6
