@@ -263,6 +263,7 @@ TARGETS: dict[str, dict[str, Rule]] = {
     "src.callbacks.health.TrainingHealth": {"max_bad_steps": integer(ge=0),
                                             "max_train_val_gap": NULL | real(ge=0, le=1)},
     "src.callbacks.unfreezing.GradualUnfreezing": {"every_n_epochs": COUNT},
+    "src.callbacks.averaging.WeightEMA": {"decay": real(gt=0, lt=1), "update_every_n_steps": COUNT},
     "lightning.pytorch.callbacks.LearningRateMonitor": {"logging_interval": NULL | one_of("step", "epoch")},
     "lightning.pytorch.loggers.MLFlowLogger": {"experiment_name": TEXT, "run_id": NULL | TEXT,
                                                "log_model": BOOL | one_of("all")},

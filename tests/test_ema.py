@@ -1,0 +1,86 @@
+"""``callbacks.ema``: the checkpoints hold an exponential moving average of the weights (checked against the
+average computed by hand from the weights after every optimizer step), and everything after fit (the val row, the
+report, the Predictor) is the best checkpoint's averaged model, not the last epoch's average."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from src.callbacks.averaging import WeightEMA
+from src.errors import ConfigError
+from src.inference import Predictor
+from src.train import train
+from tests.helpers import compose_train, quick, write_dataset
+
+DECAY = 0.9
+EMA = f"callbacks.ema={{_target_: src.callbacks.averaging.WeightEMA, decay: {DECAY}}}"
+
+
+class Recorder(L.Callback):
+    """The head's weight after each optimizer step (Lightning calls this callback after the EMA update, which does
+    not touch the live weights)."""
+
+    def __init__(self):
+        self.weights: list[np.ndarray] = []
+        self.name: str | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        state = pl_module.state_dict()
+        self.name = self.name or next(k for k in state if "head" in k and k.endswith("weight"))
+        self.weights.append(state[self.name].detach().cpu().numpy().copy())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_bert):
+    """3 epochs with the EMA, the best checkpoint forced to the first epoch (monitor=epoch, mode=min): best != last."""
+    tmp_path = tmp_path_factory.mktemp("ema")
+    paths = write_dataset(tmp_path, multilabel=True)
+    cfg = compose_train(tmp_path, quick(tiny_bert, paths, EMA, "trainer.precision=32-true", "logger=csv",
+                                        "callbacks.model_checkpoint.monitor=epoch",
+                                        "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping=null"))
+    recorder = Recorder()
+    summary = train(cfg, extra_callbacks=[recorder])
+    return tmp_path, paths, summary, recorder
+
+
+def test_checkpoints_hold_the_moving_average_of_every_step(run):
+    tmp_path, _, summary, recorder = run
+    average = recorder.weights[0]  # the first update copies the weights
+    for weights in recorder.weights[1:]:
+        average = DECAY * average + (1 - DECAY) * weights
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    saved = last["state_dict"][recorder.name].numpy()
+    np.testing.assert_allclose(saved, average, atol=1e-6)
+    assert not np.allclose(saved, recorder.weights[-1], atol=1e-4)  # the average, not the live weights
+    assert len(recorder.weights) == 3 * 6  # 96 rows / batch 16, 3 epochs: every step counted once
+
+
+def test_after_fit_everything_is_the_best_checkpoint(run):
+    tmp_path, paths, summary, _ = run
+    assert summary["best_checkpoint"].endswith("best-epoch00.ckpt")
+    texts = [json.loads(line)["text"] for line in paths["val"].read_text().splitlines()]
+    scores = Predictor.from_checkpoint(summary["best_checkpoint"]).scores(texts, batch_size=7, precision="32-true")
+    saved = np.load(tmp_path / "run" / "report" / "predictions_val.npz")["scores"]
+    np.testing.assert_allclose(scores, saved, atol=1e-5)
+    last = Predictor.from_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    assert not np.allclose(last.scores(texts, batch_size=7, precision="32-true"), saved, atol=1e-4)
+
+
+@pytest.mark.parametrize("decay", [0, 1, 1.5, "x", True])
+def test_a_decay_outside_0_1_is_refused(decay):
+    with pytest.raises(ConfigError, match=r"callbacks.ema.decay must be a number in \(0, 1\)"):
+        WeightEMA(decay=decay)
+
+
+def test_a_bad_decay_on_the_command_line_is_one_error_before_anything_runs(tmp_path):
+    from tests.helpers import run_cli
+
+    result = run_cli(tmp_path, "callbacks.ema={_target_: src.callbacks.averaging.WeightEMA, decay: 1.5}", check=False)
+    assert result.returncode != 0
+    assert "error: callbacks.ema.decay=1.5: must be a number" in result.stderr
+    assert "Traceback" not in result.stderr
