@@ -23,6 +23,7 @@ import inspect
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -491,9 +492,21 @@ def composition_message(error: CompactHydraException) -> str:
         close = same or difflib.get_close_matches(key, known, n=2, cutoff=0.8)
         hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
         addition = f"; +{given.group(1)} would add a new key" if given else ""
-        return f"{key} is not a key of this config{hint}; --cfg job prints them all{addition}"
+        return f"{key} is not a key of this config{hint}; --cfg job prints them all{addition}{_swept_group_hint()}"
     extra = " ".join(str(cause).split()) if isinstance(cause, OmegaConfBaseException) else ""
     return f"{text} {extra}".strip()
+
+
+def _swept_group_hint() -> str:
+    """A ``--multirun`` composes its base config without the swept values, so a key that only a swept group option
+    defines (``experiment=a,b data.source.data_dir=...``) is missing there: say so, with the fix."""
+    if not {"-m", "--multirun"} & set(sys.argv):
+        return ""
+    swept = [arg for arg in sys.argv[1:] if re.fullmatch(r"[\w/]+=[^=]*,[^=]*", arg) and "." not in arg.split("=")[0]]
+    if not swept:
+        return ""
+    return (f" (a --multirun checks keys against its base config, composed without the swept {', '.join(swept)}: "
+            "also select the group that defines the key outside the sweep, e.g. data=goemotions)")
 
 
 @contextmanager

@@ -296,6 +296,16 @@ def test_a_sweep_with_a_bad_value_stops_before_launching(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_key_only_a_swept_group_defines_names_the_fix(tmp_path):
+    """Hydra composes a --multirun's base config without the swept values: data.source.data_dir exists only once
+    an experiment selects data=goemotions, so the message says to select it outside the sweep."""
+    line = cli_error(tmp_path, "--multirun", "experiment=goemotions_minilm,goemotions_ekman",
+                     "data.source.data_dir=x", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert line.startswith("error: data.source.data_dir is not a key of this config")
+    assert "composed without the swept experiment=goemotions_minilm,goemotions_ekman" in line
+    assert "e.g. data=goemotions" in line
+
+
 @pytest.mark.slow
 def test_a_search_space_with_bad_values_stops_before_launching(tmp_path):
     pytest.importorskip("optuna", reason="pip install -e '.[search]'")
