@@ -162,6 +162,10 @@ def _precision() -> Rule:
     return NULL | one_of(*PRECISIONS)
 
 
+CHECKPOINT_RULES = {
+    "monitor": NULL | TEXT, "mode": one_of("min", "max"), "save_top_k": integer(ge=-1),
+    "save_last": NULL | BOOL | one_of("link"), "save_weights_only": BOOL, "every_n_epochs": NULL | integer(ge=0),
+}
 # rules per _target_: the keyword arguments of what the node instantiates, wherever it sits
 TARGETS: dict[str, dict[str, Rule]] = {
     "src.data.datamodule.TextDataModule": {
@@ -248,14 +252,8 @@ TARGETS: dict[str, dict[str, Rule]] = {
         "limit_train_batches": BATCHES, "limit_val_batches": BATCHES, "limit_test_batches": BATCHES,
         "val_check_interval": BATCHES, "check_val_every_n_epoch": NULL | COUNT,
     },
-    "lightning.pytorch.callbacks.ModelCheckpoint": {
-        "monitor": NULL | TEXT, "mode": one_of("min", "max"), "save_top_k": integer(ge=-1),
-        "save_last": NULL | BOOL | one_of("link"), "save_weights_only": BOOL, "every_n_epochs": NULL | integer(ge=0),
-    },
-    "src.tracking.checkpoint.EpochCheckpoint": {
-        "monitor": NULL | TEXT, "mode": one_of("min", "max"), "save_top_k": integer(ge=-1),
-        "save_last": NULL | BOOL | one_of("link"), "save_weights_only": BOOL, "every_n_epochs": NULL | integer(ge=0),
-    },
+    "lightning.pytorch.callbacks.ModelCheckpoint": CHECKPOINT_RULES,
+    "src.tracking.checkpoint.EpochCheckpoint": CHECKPOINT_RULES,  # ModelCheckpoint with a last.ckpt fix, same options
     "src.tracking.checkpoint.PeriodicCheckpoint": {"train_time_interval": NON_NEGATIVE | Rule(
         "a duration HH:MM:SS", lambda v: isinstance(v, str) and re.fullmatch(r"\d+:\d+:\d+(\.\d+)?", v) is not None)},
     "lightning.pytorch.callbacks.EarlyStopping": {
