@@ -43,16 +43,9 @@ class TokenizedSplit(Dataset):
         self.input_ids = input_ids
         self.targets = torch.as_tensor(targets)
         self.rows = np.arange(len(input_ids)) if rows is None else rows
-
-    @property
-    def lengths(self) -> list[int]:
-        """Tokens per item (all its windows')."""
-        return sizes(self.input_ids)[0]
-
-    @property
-    def costs(self) -> list[int] | None:
-        """Windows per item of a chunked split (None otherwise): what a batch's memory grows with."""
-        return sizes(self.input_ids)[1]
+        # tokens per item (all its windows'), and windows per item of a chunked split (None otherwise): what batches
+        # are sorted by and what their memory grows with; one pass, read by every loader
+        self.lengths, self.costs = sizes(input_ids)
 
     def __len__(self) -> int:
         return len(self.input_ids)
