@@ -29,6 +29,7 @@ from src.errors import ConfigError, LabelwiseError, reported_to_user
 from src.export import after_training, check_before_training
 from src.losses.base import build_loss
 from src.models.module import CHECKPOINT_KEY, ClassifierModule
+from src.models.warm_start import warm_start
 from src.runtime import allow_tf32, keep_large_allocations
 from src.schema import app, validate
 from src.summary import metrics_by_split, print_summary, write_summary
@@ -199,6 +200,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         tag_run(mlflow, {"labelwise.data_fingerprint": datamodule.fingerprint})
     # a partial, called with the real objects: Hydra would turn a dataclass argument into a config node
     net = instantiate(cfg.model, _partial_=True)(labels=labels, max_length=datamodule.max_length)
+    if cfg.get("init_from") and not cfg.ckpt_path:  # a resume restores the weights it saved, warm-started or not
+        warm_start(net, to_absolute_path(cfg.init_from))
     if cfg.get("compile", False):  # configs stored before the key existed lack it
         net.encoder.compile(dynamic=True)  # in place: checkpoint keys stay those of the plain encoder
     module = ClassifierModule(net, labels, loss=build_loss(instantiate(cfg.loss), labels),
