@@ -3,6 +3,7 @@ training budget, on "threads" built from GoEmotions.
 
     python benchmarks/long_documents.py [--data-dir ../shared/data/goemotions] [--train-threads 1500]
         [--val-threads 320] [--k 16] [--epochs 1] [--max-chunks 4] [--aggregate mean]
+        [--emotional N [--reuse-fillers]] [--taxonomy original|ekman|sentiment] [--init CKPT]
 
 A thread is k GoEmotions comments joined by newlines, its labels the union of theirs, so most of a thread's label
 evidence lies beyond its first 128 tokens (the measured token lengths are printed). Train threads come from
@@ -13,6 +14,11 @@ to batch size x max chunks, so its batches are never cut to fewer documents): (1
 data.max_length=128`, (2) `model=hierarchical data.max_length=128 model.max_chunks=K`. Prints val macro-F1 (per-label
 thresholds tuned on val, and cross-fitted: tuned on one half, scored on the other), train samples/s (training
 batches only) and peak memory; the last line says by how much hierarchical beats truncation.
+
+``--emotional N`` builds sparse threads instead (N emotional comments among neutral-only ones, labelled by those);
+``--taxonomy`` labels threads with the Ekman or sentiment groups; ``--init CKPT`` starts both arms from a trained
+labelwise model (``init_from``, e.g. an ``experiment=goemotions_ekman`` run), so a CPU budget is spent on reading
+long documents rather than on learning emotions from scratch (docs/long_documents.md).
 """
 
 from __future__ import annotations
@@ -54,26 +60,46 @@ def sample_threads(comments: list[tuple[str, list[int]]], count: int, k: int, se
 
 
 def sample_sparse_threads(comments: list[tuple[str, list[int]]], count: int, k: int, emotional: int, neutral: int,
-                          seed: int) -> list[list[tuple[str, list[int]]]]:
+                          seed: int, reuse_fillers: bool = False) -> list[list[tuple[str, list[int]]]]:
     """``count`` threads of ``k`` comments of which ``emotional`` carry an emotion (no neutral) and the rest are
     neutral-only comments, the emotional ones at random positions: a thread's labels are then those of a few comments
-    that may sit anywhere in it, as in a long document whose evidence is not at its start. No comment is reused."""
+    that may sit anywhere in it, as in a long document whose evidence is not at its start. No emotional comment is
+    reused; the neutral-only fillers are not either, unless ``reuse_fillers`` (they carry no label, and dev.tsv has
+    only 1,592 of them: reuse lifts the cap on val threads from 1,592 / (k - emotional) to the emotional comments)."""
     rng = random.Random(seed)
     calm = [c for c in comments if c[1] == [neutral]]
     moved = [c for c in comments if neutral not in c[1]]
-    need = {"neutral-only": (count * (k - emotional), len(calm)), "emotional": (count * emotional, len(moved))}
+    fillers = k - emotional
+    need = {"neutral-only": (fillers if reuse_fillers else count * fillers, len(calm)),
+            "emotional": (count * emotional, len(moved))}
     for kind, (wanted, have) in need.items():
         if wanted > have:
             raise ValueError(f"{count} threads need {wanted} {kind} comments; the file has {have}. Ask for fewer "
-                             "threads or a smaller --k.")
+                             "threads or a smaller --k" + ("" if reuse_fillers else ", or pass --reuse-fillers") + ".")
     rng.shuffle(calm)
     rng.shuffle(moved)
     threads = []
     for t in range(count):
-        members = calm[t * (k - emotional):(t + 1) * (k - emotional)] + moved[t * emotional:(t + 1) * emotional]
+        calm_part = rng.sample(calm, fillers) if reuse_fillers else calm[t * fillers:(t + 1) * fillers]
+        members = calm_part + moved[t * emotional:(t + 1) * emotional]
         rng.shuffle(members)
         threads.append(members)
     return threads
+
+
+def regroup(comments: list[tuple[str, list[int]]], names: list[str], taxonomy: str
+            ) -> tuple[list[tuple[str, list[int]]], list[str]]:
+    """Comments relabelled into a coarser GoEmotions taxonomy (the data source's own Ekman / sentiment groups,
+    neutral kept, last) and the new label names; ``original`` returns them as they are."""
+    from src.data.sources.goemotions import NEUTRAL, TAXONOMIES
+
+    groups = TAXONOMIES[taxonomy]
+    if groups is None:
+        return comments, names
+    new_names = [*groups, NEUTRAL]
+    group_of = {label: new_names.index(group) for group, members in groups.items() for label in members}
+    group_of[NEUTRAL] = new_names.index(NEUTRAL)
+    return [(text, sorted({group_of[names[i]] for i in ids})) for text, ids in comments], new_names
 
 
 def thread_row(members: list[tuple[str, list[int]]], names: list[str], separator: str = "\n",
@@ -85,11 +111,16 @@ def thread_row(members: list[tuple[str, list[int]]], names: list[str], separator
             "labels": [names[i] for i in ids if labels is None or names[i] in labels]}
 
 
-def vocabulary(args) -> list[str]:
-    """The labels threads are classified into: GoEmotions' 28, less neutral with --emotional (every such thread has
-    it)."""
+def label_names(args) -> list[str]:
+    """The comments' label names: GoEmotions' 28, or the --taxonomy groups and neutral."""
     names = (args.data_dir / "labels.txt").read_text(encoding="utf-8").split()
-    return [n for n in names if not (args.emotional and n == "neutral")]
+    return regroup([], names, args.taxonomy)[1]
+
+
+def vocabulary(args) -> list[str]:
+    """The labels threads are classified into: the comments' labels, less neutral with --emotional (every such
+    thread has it)."""
+    return [n for n in label_names(args) if not (args.emotional and n == "neutral")]
 
 
 def first_window_labels(threads: list[list[tuple[str, list[int]]]], tokenizer, ignore: int | None = None) -> float:
@@ -166,6 +197,8 @@ def arm_overrides(arm: str, args, work: Path, labels: list[str]) -> list[str]:
         "test=false",
         f"seed={args.seed}",
     ]
+    if args.init:
+        overrides.append(f"init_from={args.init}")
     if arm == "hierarchical":
         overrides += [f"model.max_chunks={args.max_chunks}", f"model.aggregate={args.aggregate}",
                       f"model.max_chunks_per_batch={args.batch_size * args.max_chunks}"]
@@ -201,8 +234,9 @@ def child(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def spawn(arm: str, work: Path) -> dict:
-    command = [sys.executable, __file__, "--child", arm, "--work", str(work), *sys.argv[1:]]
+def spawn(arm: str, work: Path, args) -> dict:
+    paths = ["--data-dir", str(args.data_dir), *(["--init", str(args.init)] if args.init else [])]  # the child runs in
+    command = [sys.executable, __file__, "--child", arm, "--work", str(work), *sys.argv[1:], *paths]  # work: absolute
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=work)
@@ -228,6 +262,15 @@ def main() -> None:
     parser.add_argument("--emotional", type=int, default=0,
                         help="N > 0: each thread is k - N neutral-only comments around N emotional ones at random "
                              "positions (labels: theirs, neutral left out), so the evidence can sit in any window")
+    parser.add_argument("--reuse-fillers", action="store_true",
+                        help="with --emotional: neutral-only fillers may recur across threads (emotional comments "
+                             "never do), so val threads are not capped by dev.tsv's 1,592 neutral-only comments")
+    parser.add_argument("--taxonomy", choices=["original", "ekman", "sentiment"], default="original",
+                        help="label threads with GoEmotions' 28 labels or its Ekman (6) / sentiment (3) groups")
+    parser.add_argument("--init", type=Path, help="a trained labelwise model both arms start from (src.train "
+                        "init_from=: its encoder, and its head's rows for labels of the same name), e.g. a "
+                        "goemotions_ekman run's best checkpoint with --taxonomy ekman: a model that already knows the "
+                        "emotions, so the comparison is about reading long documents, not about learning emotions")
     parser.add_argument("--loss", default="bce", help="the loss of both arms (src.train loss=...)")
     parser.add_argument("--override", action="append", default=[], help="extra src.train override for both arms "
                         "(repeatable)")
@@ -235,18 +278,21 @@ def main() -> None:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data_dir = args.data_dir.resolve()
+    args.init = args.init.resolve() if args.init else None
     if args.child:
         return child(args)
     if not all((args.data_dir / name).is_file() for name in ("train.tsv", "dev.tsv", "labels.txt")):
         print(f"skipped: no GoEmotions train.tsv, dev.tsv and labels.txt in {args.data_dir} (pass --data-dir DIR)")
         return
 
-    names = (args.data_dir / "labels.txt").read_text(encoding="utf-8").split()
-    labels = vocabulary(args)
+    originals = (args.data_dir / "labels.txt").read_text(encoding="utf-8").split()
+    names, labels = label_names(args), vocabulary(args)
 
     def threads_of(comments, count):
+        comments = regroup(comments, originals, args.taxonomy)[0]
         if args.emotional:
-            return sample_sparse_threads(comments, count, args.k, args.emotional, names.index("neutral"), args.seed)
+            return sample_sparse_threads(comments, count, args.k, args.emotional, names.index("neutral"), args.seed,
+                                         args.reuse_fillers)
         return sample_threads(comments, count, args.k, args.seed)
 
     try:
@@ -259,7 +305,8 @@ def main() -> None:
             for split, split_threads in threads.items()}
     print(f"hardware: {hardware()}")
     print(f"{args.train_threads} train threads (train.tsv) / {args.val_threads} val threads (dev.tsv) of {args.k} "
-          "GoEmotions comments")
+          f"GoEmotions comments, {len(labels)} labels ({args.taxonomy} taxonomy)"
+          + (f", {args.emotional} emotional per thread" if args.emotional else ""))
     ignore = names.index("neutral") if args.emotional else None  # not a label of --emotional threads
     print(describe(threads["train"] + threads["val"], rows["train"] + rows["val"], args.max_chunks, ignore), flush=True)
 
@@ -270,11 +317,12 @@ def main() -> None:
             write_jsonl(work / f"{split}.jsonl", rows[split])
         for arm in ARMS:
             print(f"training {arm} ...", flush=True)
-            results[arm] = spawn(arm, work)
+            results[arm] = spawn(arm, work, args)
             print(f"  {arm}: {results[arm]}", flush=True)
 
-    print(f"\nMiniLM-L6, {args.epochs} epochs, batch {args.batch_size} documents, lr {args.lr}, seed {args.seed}, "
-          f"windows of {WINDOW} tokens, precision {results['truncation']['precision']}")
+    start = f" (init_from {args.init})" if args.init else ""
+    print(f"\nMiniLM-L6{start}, {args.epochs} epochs, batch {args.batch_size} documents, lr {args.lr}, "
+          f"seed {args.seed}, windows of {WINDOW} tokens, precision {results['truncation']['precision']}")
     gpu = results["truncation"]["peak_gpu_mb"] is not None
     print(f"{'':34s}{'val macro-F1':>13s}{'tuned':>8s}{'cross-fit':>10s}{'samples/s':>10s}{'peak RSS MB':>12s}"
           + (f"{'peak GPU MB':>12s}" if gpu else "") + f"{'wall s':>8s}")

@@ -67,3 +67,50 @@ def test_every_label_baseline_matches_sklearn(long_documents):
     truth = np.array([[name in row["labels"] for name in names] for row in rows])
     expected = f1_score(truth, np.ones_like(truth), average="macro", zero_division=0)  # fear: never present, F1 0
     assert long_documents.every_label_macro_f1(rows, names) == pytest.approx(expected)
+
+
+def test_sparse_threads_keep_emotional_comments_unique_and_reuse_only_fillers(long_documents):
+    neutral = 3
+    calm = [(f"calm {i}", [neutral]) for i in range(10)]
+    moved = [(f"moved {i}", [i % 3]) for i in range(40)]
+    comments = calm + moved + [("mixed", [0, neutral])]  # neither a filler nor an emotional comment
+    with pytest.raises(ValueError, match="or pass --reuse-fillers"):
+        long_documents.sample_sparse_threads(comments, count=30, k=5, emotional=1, neutral=neutral, seed=1)
+    threads = long_documents.sample_sparse_threads(comments, count=30, k=5, emotional=1, neutral=neutral, seed=1,
+                                                    reuse_fillers=True)
+    emotional = [text for members in threads for text, labels in members if neutral not in labels]
+    assert len(emotional) == len(set(emotional)) == 30 and "mixed" not in emotional
+    for members in threads:
+        fillers = [text for text, labels in members if labels == [neutral]]
+        assert len(fillers) == len(set(fillers)) == 4  # no filler twice within one thread
+    assert len({text for members in threads for text, labels in members if labels == [neutral]}) <= 10
+    with pytest.raises(ValueError, match="need 41 emotional comments; the file has 40"):
+        long_documents.sample_sparse_threads(comments, count=41, k=5, emotional=1, neutral=neutral, seed=1,
+                                              reuse_fillers=True)
+
+
+def test_regroup_follows_the_papers_ekman_mapping(long_documents):
+    from src.data.sources.goemotions import LABELS
+
+    mapping = {"anger": ["anger", "annoyance", "disapproval"], "disgust": ["disgust"], "fear": ["fear", "nervousness"],
+               "joy": ["joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism", "relief",
+                       "pride", "admiration", "desire", "caring"],
+               "sadness": ["sadness", "disappointment", "embarrassment", "grief", "remorse"],
+               "surprise": ["surprise", "realization", "confusion", "curiosity"]}  # ekman_mapping.json, by hand
+    names = list(LABELS)
+    comments = [("a", [names.index("grief"), names.index("remorse")]), ("b", [names.index("neutral")]),
+                ("c", [names.index("curiosity"), names.index("annoyance")])]
+    regrouped, groups = long_documents.regroup(comments, names, "ekman")
+    assert groups == [*mapping, "neutral"]
+    assert [[groups[i] for i in ids] for _, ids in regrouped] == [["sadness"], ["neutral"], ["anger", "surprise"]]
+    assert long_documents.regroup(comments, names, "original") == (comments, names)
+
+
+
+def test_init_starts_both_arms_from_the_checkpoint(long_documents, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(batch_size=4, loss="bce", lr=1e-4, epochs=1, seed=1, max_chunks=2, aggregate="max",
+                              override=[], init=tmp_path / "best.ckpt")
+    for arm in long_documents.ARMS:
+        assert f"init_from={tmp_path / 'best.ckpt'}" in long_documents.arm_overrides(arm, args, tmp_path, ["a"])
