@@ -235,8 +235,9 @@ def child(args) -> None:
 
 
 def spawn(arm: str, work: Path, args) -> dict:
-    paths = ["--data-dir", str(args.data_dir), *(["--init", str(args.init)] if args.init else [])]  # the child runs in
-    command = [sys.executable, __file__, "--child", arm, "--work", str(work), *sys.argv[1:], *paths]  # work: absolute
+    # the child runs in ``work``: its paths go last and absolute (argparse keeps the last value)
+    paths = ["--data-dir", str(args.data_dir), *(["--init", str(args.init)] if args.init else [])]
+    command = [sys.executable, __file__, "--child", arm, "--work", str(work), *sys.argv[1:], *paths]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=work)

@@ -22,30 +22,24 @@ from src.models.modeling_labelwise import LabelwiseForSequenceClassification
 log = logging.getLogger(__name__)
 
 
-def source_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The source model's weights (keys as in the model, without Lightning's ``net.`` prefix) and its config."""
-    from src.tracking.checkpoint import read_checkpoint
+def source_model(path: str | Path) -> LabelwiseForSequenceClassification:
+    """The source as one model, loaded as ``src.predict`` loads it (a checkpoint, or an HF export; LoRA adapters
+    merged); a ConfigError naming ``init_from`` otherwise."""
+    from src.inference import Predictor
 
     path = Path(path).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():  # an HF export (src.export format=hf)
-        net = LabelwiseForSequenceClassification.from_pretrained(path)
-        return net.state_dict(), net.config.to_dict()
     if not path.exists():
         raise ConfigError(f"init_from={path}: no such file or directory. Pass a labelwise checkpoint (<run dir>/"
                           "checkpoints/best-*.ckpt) or a Hugging Face export directory (python -m src.export).")
     try:
-        checkpoint = read_checkpoint(path)
+        net = getattr(Predictor.load(path), "net", None)
     except ConfigError as error:  # its messages name ckpt_path, the key they were written for
         raise ConfigError(str(error).replace("ckpt_path=", "init_from=", 1)) from None
-    stored = checkpoint["labelwise"]["net_config"]
-    if stored.get("ensemble"):
-        raise ConfigError(f"init_from={path} is a seed ensemble (ensemble.ckpt): start from one member's "
-                          "checkpoint instead (its members' runs are listed in the ensemble run's summary.json).")
-    if stored.get("lora"):
-        raise ConfigError(f"init_from={path} was trained with LoRA adapters: export it first (python -m src.export "
-                          "ckpt_path=... format=hf merges them) and pass the export directory.")
-    return {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
-            if key.startswith("net.")}, stored
+    if not isinstance(net, LabelwiseForSequenceClassification):
+        raise ConfigError(f"init_from={path} is a seed ensemble (ensemble.ckpt) or an ONNX export: start from one "
+                          "model's checkpoint or Hugging Face export (an ensemble run's summary.json lists its "
+                          "members' runs).")
+    return net
 
 
 def warm_start(net: LabelwiseForSequenceClassification, path: str | Path) -> str:
@@ -54,7 +48,8 @@ def warm_start(net: LabelwiseForSequenceClassification, path: str | Path) -> str
         raise ConfigError("init_from with model.peft=lora: the adapters wrap the encoder's weights. Start from the "
                           "source with full fine-tuning, or merge the source into an HF export and use it as "
                           "model.name_or_path (its encoder is then the base the adapters train on).")
-    state, stored = source_state(path)
+    source = source_model(path)
+    state = source.state_dict()
     target = net.state_dict()
     encoder = {key: value for key, value in target.items() if key.startswith("encoder.")}
     missing = [key for key in encoder if key not in state]
@@ -62,18 +57,17 @@ def warm_start(net: LabelwiseForSequenceClassification, path: str | Path) -> str
              if key in state and state[key].shape != value.shape]
     if missing or wrong:
         problems = "; ".join([*(f"missing {key}" for key in missing[:3]), *wrong[:3]])
-        raise ConfigError(f"init_from={path}: its encoder ({stored.get('base_model')}) is not the architecture of "
+        raise ConfigError(f"init_from={path}: its encoder ({source.config.base_model}) is not the architecture of "
                           f"model.name_or_path={net.config.base_model} ({problems}). Set model.name_or_path to the "
                           "source's base model, or start from a model of this architecture.")
     with torch.no_grad():
         for key, value in encoder.items():
             value.copy_(state[key])
-        copied = [name for name in ("head.dense.weight", "head.dense.bias", "head.chunk_score.0.weight",
-                                    "head.chunk_score.0.bias", "head.chunk_score.2.weight", "head.chunk_score.2.bias")
-                  if name in target and name in state and target[name].shape == state[name].shape]
+        copied = [name for name in target if name.startswith("head.") and not name.startswith("head.out_proj.")
+                  and name in state and target[name].shape == state[name].shape]  # hidden layer, chunk scorer
         for name in copied:
             target[name].copy_(state[name])
-        source_labels = [stored["id2label"][key] for key in sorted(stored["id2label"], key=int)]
+        source_labels = [source.config.id2label[i] for i in range(source.config.num_labels)]
         labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
         shared = [label for label in labels if label in source_labels]
         head_shapes_match = target["head.out_proj.weight"].shape[1] == state["head.out_proj.weight"].shape[1]
