@@ -16,7 +16,9 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide BERT (random weights) saved with the bundled MiniLM tokenizer: trains in seconds."""
+    """A 2-layer, 32-wide BERT (random weights, seeded: every session tests the same network) saved with the bundled
+    MiniLM tokenizer: trains in seconds."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from src.pretrained import resolve
@@ -31,7 +33,9 @@ def tiny_bert(tmp_path_factory) -> str:
         intermediate_size=64,
         max_position_embeddings=128,
     )
-    BertModel(config).save_pretrained(path)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
 

@@ -209,6 +209,7 @@ def _trained_tokenizer(model_type: str):
 def save_tiny_encoder(directory: Path, model_type: str) -> str:
     """A 2-layer, 32-wide encoder of ``model_type`` (random weights, the architecture's own config defaults: e.g.
     DeBERTa-v2's relative attention as DeBERTa-v3 uses it) saved with a real tokenizer; returns the directory."""
+    import torch
     from transformers import AutoConfig, AutoModel
 
     tokenizer = _trained_tokenizer(model_type)
@@ -222,6 +223,8 @@ def save_tiny_encoder(directory: Path, model_type: str) -> str:
                   "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm", "share_att_key": True,
                   "position_biased_input": False, "type_vocab_size": 0, "pad_token_id": tokenizer.pad_token_id}
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **TINY, **extra)
-    AutoModel.from_config(config).save_pretrained(directory)
+    with torch.random.fork_rng():  # seeded: every session tests the same network
+        torch.manual_seed(0)
+        AutoModel.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
