@@ -1,18 +1,21 @@
-"""python -m src.compare [sweep=latest|<parent run id>] [metric=test/macro_f1]: rank a sweep's settings over seeds.
+"""python -m src.compare [sweep=latest|<parent run id>|[<id>,<id>,...]] [metric=test/macro_f1]: rank a sweep's
+settings over seeds.
 
-Reads the sweep's jobs from the MLflow store, groups them by their swept settings other than the seed, aggregates the
-metric over seeds and tests the best group against each other one: paired t-test and Wilcoxon signed-rank over the
-seeds both groups have, with the number of seeds that spread would need to detect the difference; a paired bootstrap
-and a paired permutation test over examples where the jobs saved their predictions, the permutation p-values
-Holm-corrected across the groups (the best is tested against every other one: a family of tests). Prints a table,
-writes ``compare.md``, ``compare.csv`` and ``compare.png`` into the run directory and logs them to the sweep's parent
-run under ``compare/``.
+Reads the sweep's jobs from the MLflow store, groups them by their swept settings other than the seed (given several
+sweeps, also by the settings that differ between them: a follow-up sweep is compared with the earlier one without
+re-running its baseline), aggregates the metric over seeds and tests the best group against each other one: paired
+t-test and Wilcoxon signed-rank over the seeds both groups have, with the number of seeds that spread would need to
+detect the difference; a paired bootstrap and a paired permutation test over examples where the jobs saved their
+predictions, the permutation p-values Holm-corrected across the groups (the best is tested against every other one: a
+family of tests). Prints a table, writes ``compare.md``, ``compare.csv`` and ``compare.png`` into the run directory and
+logs them to each sweep's parent run under ``compare/``.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +29,14 @@ from src import resolvers
 from src.errors import ConfigError, reported_to_user
 from src.metrics.statistics import Bootstrap, holm, paired_bootstrap, paired_permutation, paired_tests, seeds_needed
 from src.schema import app, validate
-from src.tracking.sweep_results import Job, find_sweep, grouping_keys, load_predictions, sweep_jobs
+from src.tracking.sweep_results import (
+    Job,
+    find_sweep,
+    grouping_keys,
+    grouping_keys_across,
+    load_predictions,
+    sweep_jobs,
+)
 
 resolvers.register()
 
@@ -77,8 +87,7 @@ class Group:
 
 @dataclass
 class Comparison:
-    parent_id: str
-    parent_name: str
+    parents: list[tuple[str, str]]  # (run id, run name) of each sweep compared
     metric: str
     higher_is_better: bool
     groups: list[Group]  # ranked, best first
@@ -104,7 +113,8 @@ def _seed_order(seed: str | None) -> tuple:
 
 
 def _group_name(job: Job, keys: list[str]) -> str:
-    return " ".join(f"{key}={job.settings.get(key, '-')}" for key in keys) or "all"
+    """The job's values of ``keys``; a key it left at its default is not named (``defaults`` when it set none)."""
+    return " ".join(f"{key}={job.settings[key]}" for key in keys if key in job.settings) or "defaults"
 
 
 def _job_name(job: Job) -> str:
@@ -177,13 +187,14 @@ def _example_tests(
 
 def compare(
     tracking_uri: str,
-    sweep: str = "latest",
+    sweep: str | Sequence[str] = "latest",
     metric: str = "test/macro_f1",
     higher_is_better: bool = True,
     resamples: int = 2000,
     seed: int = 0,
 ) -> Comparison:
-    """Rank the groups of ``sweep`` by the mean of ``metric`` over seeds and test the best against each other group.
+    """Rank the groups of ``sweep`` (one sweep, or the jobs of several) by the mean of ``metric`` over seeds and test
+    the best against each other group.
 
     Tests pair runs by seed value and use only the seeds both groups have. The bootstrap and the permutation test use
     the predictions saved for the metric's split (``test/...`` -> ``report/predictions_test.npz``) on every matched
@@ -191,10 +202,15 @@ def compare(
     :func:`paired_permutation`); the permutation p-values are Holm-corrected over the groups that have one.
     """
     client = MlflowClient(tracking_uri)
-    parent = find_sweep(client, sweep)
-    jobs = sweep_jobs(client, parent)
+    parents = [find_sweep(client, name) for name in ([sweep] if isinstance(sweep, str) else sweep)]
+    ids = [parent.info.run_id for parent in parents]
+    if len(set(ids)) < len(ids):
+        raise ConfigError(f"sweep={list(sweep)}: a sweep is named twice; name each parent run once.")
+    sweeps = [sweep_jobs(client, parent) for parent in parents]
+    jobs = [job for jobs in sweeps for job in jobs]
     notes: list[str] = []
-    groups = _groups(jobs, grouping_keys(jobs), metric, notes)
+    keys = grouping_keys(jobs) if len(sweeps) == 1 else grouping_keys_across(sweeps)
+    groups = _groups(jobs, keys, metric, notes)
     groups.sort(key=lambda g: g.mean, reverse=higher_is_better)
     best, split = groups[0], metric.split("/", 1)[0] if "/" in metric else None
     cache: dict = {}
@@ -208,7 +224,8 @@ def compare(
             _example_tests(client, best, other, seeds, split, resamples, seed, cache, notes)
     for other, adjusted in zip(groups[1:], holm([g.permutation_p for g in groups[1:]])):
         other.holm_p = adjusted
-    return Comparison(parent.info.run_id, parent.info.run_name, metric, higher_is_better, groups, notes, resamples)
+    return Comparison([(parent.info.run_id, parent.info.run_name) for parent in parents], metric, higher_is_better,
+                      groups, notes, resamples)
 
 
 # ---------------------------------------------------------------- output
@@ -244,9 +261,14 @@ def _seeds(needed: int | None) -> str:
     return "n/a" if needed is None else f">{SEEDS_LIMIT}" if needed > SEEDS_LIMIT else str(needed)
 
 
+def _sweeps(result: Comparison) -> str:
+    names = " and ".join(f"{name} ({run_id})" for run_id, name in result.parents)
+    return f"sweep{'s' if len(result.parents) > 1 else ''} {names}"
+
+
 def _title(result: Comparison) -> str:
     direction = "higher" if result.higher_is_better else "lower"
-    return f"{result.metric} ({direction} is better) in sweep {result.parent_name} ({result.parent_id})"
+    return f"{result.metric} ({direction} is better) in {_sweeps(result)}"
 
 
 def _method(result: Comparison) -> list[str]:
@@ -334,23 +356,26 @@ def _plot(result: Comparison, path: Path) -> Path:
         ax.scatter(values, row + np.linspace(-0.2, 0.2, len(values)), color="black", s=12, zorder=3)
     ax.set_yticks(y, [g.name for g in groups], fontsize=8)
     ax.set_xlabel(f"{result.metric} (mean ± sample std over seeds; points: seeds)")
-    ax.set_title(f"sweep {result.parent_name}", fontsize=9)
+    ax.set_title(_sweeps(result), fontsize=9, wrap=True)
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, bbox_inches="tight")
     return path
 
 
 def compare_sweep(cfg: DictConfig) -> Comparison:
-    result = compare(cfg.paths.mlflow_uri, str(cfg.sweep), cfg.metric, cfg.higher_is_better,
-                     cfg.bootstrap.resamples, cfg.bootstrap.seed)
+    sweep = cfg.sweep if isinstance(cfg.sweep, str) else [str(name) for name in cfg.sweep]
+    result = compare(cfg.paths.mlflow_uri, sweep, cfg.metric, cfg.higher_is_better, cfg.bootstrap.resamples,
+                     cfg.bootstrap.seed)
     console = Console(width=max(Console().width, 220))  # fourteen columns: never squeeze them into 80 when piped
     print_table(result, console)
     files = write_files(result, Path(cfg.output_dir or cfg.paths.output_dir))
     client = MlflowClient(cfg.paths.mlflow_uri)
-    for path in files:
-        client.log_artifact(result.parent_id, str(path), "compare")
-    console.print(f"wrote {', '.join(p.name for p in files)} to {files[0].parent} and logged them to run "
-                  f"{result.parent_id} under compare/", soft_wrap=True)
+    for run_id, _ in result.parents:
+        for path in files:
+            client.log_artifact(run_id, str(path), "compare")
+    console.print(f"wrote {', '.join(p.name for p in files)} to {files[0].parent} and logged them to run"
+                  f"{'s' if len(result.parents) > 1 else ''} {', '.join(i for i, _ in result.parents)} under compare/",
+                  soft_wrap=True)
     return result
 
 

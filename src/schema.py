@@ -327,8 +327,9 @@ APPS: dict[str, dict[str, Rule]] = {
     },
     "demo": {"ckpt_path": NULL | TEXT, "host": TEXT, "port": NULL | integer(ge=1, le=65535),
              "examples": integer(ge=0), "engine": ENGINE, "quantize": QUANTIZE},
-    "compare": {"sweep": TEXT, "metric": Rule("<split>/<metric>, e.g. test/macro_f1", lambda v: isinstance(v, str)
-                                              and re.fullmatch(r"\w+/\S+", v) is not None),
+    "compare": {"sweep": TEXT | texts(),
+                "metric": Rule("<split>/<metric>, e.g. test/macro_f1", lambda v: isinstance(v, str)
+                               and re.fullmatch(r"\w+/\S+", v) is not None),
                 "higher_is_better": BOOL, "bootstrap.resamples": COUNT, "bootstrap.seed": SEED,
                 "output_dir": NULL | TEXT},
 }

@@ -26,6 +26,7 @@ TEST_F1 = {
     "asymmetric": {1: 0.50, 2: 0.47, 3: 0.52, 4: 0.49, 5: 0.51},
     "focal": {1: 0.46, 2: 0.48, 3: 0.45, 4: 0.47},
 }
+FOLLOW_UP_F1 = {1: 0.53, 2: 0.49, 3: 0.55}  # loss=asymmetric at optim.lr=5e-05, in a second sweep
 TARGETS = (np.random.default_rng(0).random((300, 5)) < 0.3).astype(np.int64)
 SPACE = LabelSpace("multilabel", tuple("abcde"))
 
@@ -86,11 +87,21 @@ def store(tmp_path_factory):
     np.savez(legacy, targets=TARGETS.argmax(1), predictions=TARGETS.argmax(1))
     client.log_artifact(children["bce", 1], str(legacy), "report")
 
+    # a follow-up sweep over seeds only, at another learning rate, with overrides that say where things go
+    follow_up = add_run(client, experiment, now - 1000, {"labelwise.kind": "sweep"}, run_name="seed=1,2,3")
+    for seed, value in FOLLOW_UP_F1.items():
+        overrides = ["loss=asymmetric", "optim.lr=5e-05", f"seed={seed}", "paths.root_dir=/elsewhere",
+                     "trainer.enable_progress_bar=False"]
+        tags = {"mlflow.parentRunId": follow_up, "labelwise.kind": "job",
+                "labelwise.overrides": json.dumps(overrides), "labelwise.swept_keys": json.dumps(["seed"])}
+        add_run(client, experiment, now - 1000 + seed, tags, {"test/macro_f1": value})
+
     old = add_run(client, old_experiment, now - 86_400_000, {"labelwise.kind": "sweep"}, run_name="loss=bce,ce")
     for loss, value in (("bce", 0.3), ("ce", 0.35)):
         tags = {"mlflow.parentRunId": old, "labelwise.overrides": json.dumps([f"loss={loss}", "optim.lr=1e-05"])}
         add_run(client, old_experiment, now - 86_000_000, tags, {"test/macro_f1": value})
-    return {"uri": uri, "parent": parent, "old": old, "failed": failed, "client": client, "tmp": tmp}
+    return {"uri": uri, "parent": parent, "old": old, "failed": failed, "client": client, "tmp": tmp,
+            "follow_up": follow_up}
 
 
 def test_groups_are_ranked_and_aggregated_over_seeds(store):
@@ -259,7 +270,7 @@ def test_identical_predictions_give_zero_difference_and_p_one():
 
 
 def test_latest_is_the_newest_sweep_in_any_experiment(store):
-    assert compare(store["uri"], "latest").parent_id == store["parent"]
+    assert compare(store["uri"], "latest").parents[0][0] == store["parent"]
 
 
 def test_without_seed_or_swept_keys_tag(store):
@@ -267,6 +278,23 @@ def test_without_seed_or_swept_keys_tag(store):
     result = compare(store["uri"], store["old"], "test/macro_f1")
     assert [(g.name, g.n, g.std) for g in result.groups] == [("loss=ce", 1, None), ("loss=bce", 1, None)]
     assert (result.groups[1].pairs, result.groups[1].ttest_p, result.groups[1].wilcoxon_p) == (1, None, None)
+
+
+def test_several_sweeps_group_by_what_differs_between_them_too(store):
+    """The follow-up sweep varied only the seed, but its lr differs from the first sweep's: lr joins the groups;
+    where its outputs went (paths, progress bar) does not. Its runs pair with the first sweep's by seed."""
+    result = compare(store["uri"], [store["parent"], store["follow_up"]], "test/macro_f1")
+    assert [g.name for g in result.groups] == ["loss=asymmetric optim.lr=5e-05", "loss=asymmetric optim.lr=2e-05",
+                                               "loss=focal optim.lr=2e-05", "loss=bce optim.lr=2e-05"]
+    assert [run_id for run_id, _ in result.parents] == [store["parent"], store["follow_up"]]
+    best, asymmetric = result.groups[:2]
+    assert best.mean == pytest.approx(np.mean(list(FOLLOW_UP_F1.values())))
+    seeds = [1, 2, 3]
+    assert asymmetric.pairs == 3
+    assert asymmetric.ttest_p == pytest.approx(ttest_rel([FOLLOW_UP_F1[s] for s in seeds],
+                                                         [TEST_F1["asymmetric"][s] for s in seeds]).pvalue)
+    with pytest.raises(ConfigError, match="a sweep is named twice"):
+        compare(store["uri"], [store["parent"], store["parent"]], "test/macro_f1")
 
 
 def test_bad_metric_and_bad_run_id_say_what_exists(store):
@@ -293,3 +321,9 @@ def test_cli_prints_the_table_writes_and_logs_the_files(store):
     logged = store["client"].list_artifacts(store["parent"], "compare")
     assert sorted(a.path for a in logged) == ["compare/compare.csv", "compare/compare.md", "compare/compare.png"]
     assert all((run_dir / name).stat().st_size > 0 for name in ("compare.md", "compare.csv", "compare.png"))
+
+    both = run_cli(store["tmp"], f"paths.mlflow_uri={store['uri']}", f"sweep=[{store['parent']},{store['follow_up']}]",
+                   f"hydra.run.dir={store['tmp'] / 'cli-both'}", module="src.compare", env={"COLUMNS": "250"})
+    assert f"({store['parent']}) and seed=1,2,3 ({store['follow_up']})" in both.stdout.replace("\n", "")
+    assert [a.path for a in store["client"].list_artifacts(store["follow_up"], "compare")] == [
+        "compare/compare.csv", "compare/compare.md", "compare/compare.png"]

@@ -14,7 +14,15 @@ _NOT_IN_NAME = (
     "logger.",
     "callbacks.",
     "trial.",
+    "task_name",
+    "trainer.enable_progress_bar",
 )
+
+
+def describes_run(key: str) -> bool:
+    """Whether an override's key changes what is trained or measured (``loss``), not where things are or how progress
+    shows (``paths.root_dir``, ``trainer.enable_progress_bar``)."""
+    return not key.startswith(_NOT_IN_NAME)
 
 
 def override_key(override: str) -> str:
@@ -38,6 +46,6 @@ def run_name(overrides: list[str], only: set[str] | None = None) -> str:
     kept = [
         item.lstrip("+~")
         for item in overrides
-        if not override_key(item).startswith(_NOT_IN_NAME) and (only is None or override_key(item) in only)
+        if describes_run(override_key(item)) and (only is None or override_key(item) in only)
     ]
     return " ".join(kept) or "defaults"

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from src.errors import ConfigError
 from src.labels import LabelSpace
-from src.tracking.naming import override_key
+from src.tracking.naming import describes_run, override_key
 from src.tracking.sweep import (
     FOLD_TAG,
     FOLDS_TAG,
@@ -148,6 +148,17 @@ def grouping_keys(jobs: list[Job]) -> list[str]:
         keys = list(dict.fromkeys(key for job in jobs for key in job.settings))
         tagged = [key for key in keys if len({job.settings.get(key) for job in jobs}) > 1]
     return [key for key in tagged if key != SEED]
+
+
+def grouping_keys_across(sweeps: list[list[Job]]) -> list[str]:
+    """Over several sweeps' jobs: each sweep's grouping keys, then the keys whose value differs between any two jobs
+    (a key some job leaves at its default counts as differing), except the seed and overrides that say where things
+    are or how they are shown, not what was trained (``paths.*``, data locations, ``task_name``, ...)."""
+    everyone = [job for jobs in sweeps for job in jobs]
+    keys = [key for jobs in sweeps for key in grouping_keys(jobs)]
+    keys += [key for key in dict.fromkeys(key for job in everyone for key in job.settings)
+             if key != SEED and describes_run(key) and len({job.settings.get(key) for job in everyone}) > 1]
+    return list(dict.fromkeys(keys))
 
 
 @dataclass(frozen=True)
