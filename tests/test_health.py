@@ -98,3 +98,29 @@ def test_a_train_val_gap_is_warned_about_once(tmp_path, tiny_bert, caplog):
     warnings = [r.getMessage() for r in caplog.records if "overfitting" in r.getMessage()]
     assert summary["metrics"]["train"]["macro_f1"] - summary["metrics"]["val"]["macro_f1"] > gap
     assert len(warnings) == 1 and "train macro-F1 is" in warnings[0] and "val macro-F1" in warnings[0]
+
+
+class GradientNorms(L.Callback):
+    """The global gradient norm after every backward pass, computed independently of the code under test."""
+
+    def __init__(self):
+        self.norms: list[float] = []
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        squares = sum(float((p.grad.double() ** 2).sum()) for p in pl_module.parameters() if p.grad is not None)
+        self.norms.append(squares ** 0.5)
+
+
+def test_clipping_reuses_the_logged_gradient_norm(tmp_path, tiny_bert, monkeypatch):
+    """One norm computation per step serves the log and the clipping, and the logged norm is the true one."""
+    calls = []
+    total_norm = torch.nn.utils.get_total_norm
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda *a, **k: calls.append(1) or total_norm(*a, **k))
+    reference = GradientNorms()
+    cfg = compose_train(tmp_path, quick(tiny_bert, write_dataset(tmp_path, multilabel=True), "trainer.max_epochs=1",
+                                        "trainer.log_every_n_steps=1", "trainer.gradient_clip_val=0.5"))
+    summary = train(cfg, extra_callbacks=[reference])
+    logged = mlflow.MlflowClient(summary["mlflow"]["tracking_uri"]).get_metric_history(summary["mlflow"]["run_id"],
+                                                                                        "train/grad_norm")
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == pytest.approx(reference.norms, rel=1e-5)
+    assert len(reference.norms) == 6 and len(calls) == 6  # 96 rows in batches of 16: one norm per step

@@ -139,9 +139,14 @@ def test_clip_grad_norm_matches_torch(scale):
     for mine, reference in zip(ours, theirs):
         mine.grad = torch.randn(7, 5) * scale
         reference.grad = mine.grad.clone()
+    known = torch.nn.utils.get_total_norm([p.grad for p in ours])  # a norm computed before (the health callback's)
+    again = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for copy, mine in zip(again, ours):
+        copy.grad = mine.grad.clone()
     assert clip_grad_norm(iter(ours), 1.0) == torch.nn.utils.clip_grad_norm_(theirs, 1.0)
-    for mine, reference in zip(ours, theirs):
-        assert torch.equal(mine.grad, reference.grad)
+    assert clip_grad_norm(again, 1.0, known) == known
+    for mine, copy, reference in zip(ours, again, theirs):
+        assert torch.equal(mine.grad, reference.grad) and torch.equal(copy.grad, reference.grad)
 
 
 def test_compile_preset_trains_and_saves_plain_checkpoint_keys(tmp_path, tiny_bert):

@@ -61,10 +61,9 @@ class TrainingHealth(L.Callback):
         self.check_gap(trainer)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:  # sharded strategies keep gradients inside their engine
+        norm = pl_module.gradient_norm()  # clipping reuses it
+        if norm is None:  # sharded strategies keep gradients inside their engine
             return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)).float())
         scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
         if not scaled and not torch.isfinite(norm):
             for group in optimizer.param_groups:
