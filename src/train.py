@@ -29,7 +29,7 @@ from src.errors import ConfigError, LabelwiseError, reported_to_user
 from src.export import after_training, check_before_training
 from src.losses.base import build_loss
 from src.models.module import CHECKPOINT_KEY, ClassifierModule
-from src.models.warm_start import warm_start
+from src.models.warm_start import existing_source, warm_start
 from src.runtime import allow_tf32, keep_large_allocations
 from src.schema import app, validate
 from src.summary import metrics_by_split, print_summary, write_summary
@@ -162,6 +162,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dic
     validate(cfg)  # again: a resumed config has the checkpoint's values, and the Python API composes its own
     refuse_multirun_with_ddp(cfg)
     check_strategy(cfg)
+    if cfg.get("init_from") and not cfg.ckpt_path:
+        existing_source(to_absolute_path(cfg.init_from))  # before the data is read and the encoder built
     hub_token = check_before_training(cfg.get("export"))  # a push or registry name that would fail fails now
     keep_large_allocations()
     allow_tf32()

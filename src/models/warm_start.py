@@ -22,15 +22,22 @@ from src.models.modeling_labelwise import LabelwiseForSequenceClassification
 log = logging.getLogger(__name__)
 
 
+def existing_source(path: str | Path) -> Path:
+    """``path`` when it exists; a ConfigError naming ``init_from`` otherwise (``src.train`` checks this before it
+    reads any data, so a typo costs no work)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"init_from={path}: no such file or directory. Pass a labelwise checkpoint (<run dir>/"
+                          "checkpoints/best-*.ckpt) or a Hugging Face export directory (python -m src.export).")
+    return path
+
+
 def source_model(path: str | Path) -> LabelwiseForSequenceClassification:
     """The source as one model, loaded as ``src.predict`` loads it (a checkpoint, or an HF export; LoRA adapters
     merged); a ConfigError naming ``init_from`` otherwise."""
     from src.inference import Predictor
 
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ConfigError(f"init_from={path}: no such file or directory. Pass a labelwise checkpoint (<run dir>/"
-                          "checkpoints/best-*.ckpt) or a Hugging Face export directory (python -m src.export).")
+    path = existing_source(path)
     try:
         net = getattr(Predictor.load(path), "net", None)
     except ConfigError as error:  # its messages name ckpt_path, the key they were written for

@@ -79,3 +79,10 @@ def test_a_missing_or_broken_source_names_init_from(tmp_path, tiny_bert):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"^init_from=.*broken.ckpt: cannot be read as a checkpoint"):
         warm_start(net, broken)
+
+
+def test_a_missing_source_fails_before_the_data_is_read(tmp_path, tiny_bert):
+    data = {split: tmp_path / f"absent-{split}.jsonl" for split in ("train", "val", "test")}  # would fail too
+    cfg = compose_train(tmp_path, quick(tiny_bert, data, *NO_EXTRAS, f"init_from={tmp_path / 'nowhere.ckpt'}"))
+    with pytest.raises(ConfigError, match=r"^init_from=.*nowhere.ckpt: no such file or directory"):
+        entry.train(cfg)
