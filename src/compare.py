@@ -113,7 +113,10 @@ def _seed_order(seed: str | None) -> tuple:
 
 
 def _group_name(job: Job, keys: list[str]) -> str:
-    """The job's values of ``keys``; a key it left at its default is not named (``defaults`` when it set none)."""
+    """The job's values of ``keys``; a key it left at its default is not named (``defaults`` when it set none of
+    them; ``all`` when nothing was swept but the seed: one group)."""
+    if not keys:
+        return "all"
     return " ".join(f"{key}={job.settings[key]}" for key in keys if key in job.settings) or "defaults"
 
 

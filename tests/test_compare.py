@@ -327,3 +327,15 @@ def test_cli_prints_the_table_writes_and_logs_the_files(store):
     assert f"({store['parent']}) and seed=1,2,3 ({store['follow_up']})" in both.stdout.replace("\n", "")
     assert [a.path for a in store["client"].list_artifacts(store["follow_up"], "compare")] == [
         "compare/compare.csv", "compare/compare.md", "compare/compare.png"]
+
+
+def test_group_names_show_the_keys_a_job_set():
+    from src.compare import _group_name
+    from src.tracking.sweep_results import Job
+
+    def job(**settings):
+        return Job("r", "FINISHED", 0, settings, {}, None)
+
+    assert _group_name(job(loss="ce", seed="1"), ["loss", "optim.lr"]) == "loss=ce"
+    assert _group_name(job(seed="1"), ["loss", "optim.lr"]) == "defaults"  # a baseline sweep left both alone
+    assert _group_name(job(seed="1"), []) == "all"  # nothing swept but the seed
