@@ -149,6 +149,17 @@ def _groups(jobs: list[Job], keys: list[str], metric: str, notes: list[str]) -> 
     return list(groups.values())
 
 
+def _check_same_data(groups: list[Group], fingerprints: dict[str, str | None], notes: list[str]) -> None:
+    """Across sweeps the data location is not a grouping key (the same files under another path are the same data),
+    so a note names every seed whose runs, in different groups, trained on different texts or labels."""
+    seeds = dict.fromkeys(seed for group in groups for seed in group.run_ids)
+    for seed in seeds:
+        seen = {fingerprints[group.run_ids[seed]] for group in groups if seed in group.run_ids} - {None}
+        if len(seen) > 1:
+            notes.append(f"seed={seed}: the groups' runs trained on different data (data fingerprints "
+                         f"{', '.join(sorted(seen))}): their difference is the data's as much as the settings'.")
+
+
 def _example_tests(
     client: MlflowClient, best: Group, other: Group, seeds: list, split: str, resamples: int, seed: int, cache: dict,
     notes: list[str],
@@ -214,6 +225,8 @@ def compare(
     notes: list[str] = []
     keys = grouping_keys(jobs) if len(sweeps) == 1 else grouping_keys_across(sweeps)
     groups = _groups(jobs, keys, metric, notes)
+    if len(sweeps) > 1:
+        _check_same_data(groups, {job.run_id: job.data_fingerprint for job in jobs}, notes)
     groups.sort(key=lambda g: g.mean, reverse=higher_is_better)
     best, split = groups[0], metric.split("/", 1)[0] if "/" in metric else None
     cache: dict = {}

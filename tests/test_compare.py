@@ -69,7 +69,7 @@ def store(tmp_path_factory):
     for loss, values in TEST_F1.items():
         for seed, value in values.items():
             overrides = [f"loss={loss}", "optim.lr=2e-05", f"seed={seed}"]
-            tags = {"mlflow.parentRunId": parent, "labelwise.kind": "job",
+            tags = {"mlflow.parentRunId": parent, "labelwise.kind": "job", "labelwise.data_fingerprint": "data0",
                     "labelwise.overrides": json.dumps(overrides), "labelwise.swept_keys": json.dumps(["loss", "seed"])}
             children[loss, seed] = add_run(client, experiment, now + seed, tags, run_name=" ".join(overrides),
                                            metrics={"test/macro_f1": value, "val/macro_f1": value + 0.05})
@@ -92,8 +92,8 @@ def store(tmp_path_factory):
     for seed, value in FOLLOW_UP_F1.items():
         overrides = ["loss=asymmetric", "optim.lr=5e-05", f"seed={seed}", "paths.root_dir=/elsewhere",
                      "trainer.enable_progress_bar=False"]
-        tags = {"mlflow.parentRunId": follow_up, "labelwise.kind": "job",
-                "labelwise.overrides": json.dumps(overrides), "labelwise.swept_keys": json.dumps(["seed"])}
+        tags = {"mlflow.parentRunId": follow_up, "labelwise.kind": "job", "labelwise.overrides": json.dumps(overrides),
+                "labelwise.swept_keys": json.dumps(["seed"]), "labelwise.data_fingerprint": f"data{seed // 3}"}
         add_run(client, experiment, now - 1000 + seed, tags, {"test/macro_f1": value})
 
     old = add_run(client, old_experiment, now - 86_400_000, {"labelwise.kind": "sweep"}, run_name="loss=bce,ce")
@@ -293,6 +293,10 @@ def test_several_sweeps_group_by_what_differs_between_them_too(store):
     assert asymmetric.pairs == 3
     assert asymmetric.ttest_p == pytest.approx(ttest_rel([FOLLOW_UP_F1[s] for s in seeds],
                                                          [TEST_F1["asymmetric"][s] for s in seeds]).pvalue)
+    # the follow-up's seed 3 ran on other data (fingerprint data1, the first sweep's data0): named, the rest not
+    assert [note for note in result.notes if "different data" in note] == [
+        "seed=3: the groups' runs trained on different data (data fingerprints data0, data1): their difference is "
+        "the data's as much as the settings'."]
     with pytest.raises(ConfigError, match="a sweep is named twice"):
         compare(store["uri"], [store["parent"], store["parent"]], "test/macro_f1")
 

@@ -36,6 +36,7 @@ from src.tracking.sweep import (
 )
 
 SEED = "seed"
+FINGERPRINT_TAG = "labelwise.data_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Job:
     settings: dict[str, str]
     metrics: dict[str, float]
     swept_keys: list[str] | None
+    data_fingerprint: str | None = None  # the run's labelwise.data_fingerprint tag: same texts and labels, same value
 
     @property
     def seed(self) -> str | None:
@@ -97,7 +99,8 @@ def _children(client: MlflowClient, parent_id: str) -> list[Run]:
 
 def _job(run: Run, settings: dict[str, str], swept: list[str] | None) -> Job:
     return Job(run_id=run.info.run_id, status=run.info.status, start_time=run.info.start_time or 0,
-               settings=settings, metrics=dict(run.data.metrics), swept_keys=swept)
+               settings=settings, metrics=dict(run.data.metrics), swept_keys=swept,
+               data_fingerprint=run.data.tags.get(FINGERPRINT_TAG))
 
 
 def _replicate(settings: dict[str, str], member: str) -> dict[str, str]:
