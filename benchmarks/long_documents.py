@@ -89,17 +89,18 @@ def sample_sparse_threads(comments: list[tuple[str, list[int]]], count: int, k: 
 
 def regroup(comments: list[tuple[str, list[int]]], names: list[str], taxonomy: str
             ) -> tuple[list[tuple[str, list[int]]], list[str]]:
-    """Comments relabelled into a coarser GoEmotions taxonomy (the data source's own Ekman / sentiment groups,
-    neutral kept, last) and the new label names; ``original`` returns them as they are."""
-    from src.data.sources.goemotions import NEUTRAL, TAXONOMIES
+    """Comments (label ids into ``names``, GoEmotions' labels.txt) relabelled into a coarser taxonomy by the data
+    source's own ``regroup`` (Ekman / sentiment groups, neutral kept, last) and the new label names; ``original``
+    returns them as they are."""
+    from src.data.records import Split
+    from src.data.sources import goemotions
 
-    groups = TAXONOMIES[taxonomy]
-    if groups is None:
+    mapping = goemotions.TAXONOMIES[taxonomy]
+    if mapping is None:
         return comments, names
-    new_names = [*groups, NEUTRAL]
-    group_of = {label: new_names.index(group) for group, members in groups.items() for label in members}
-    group_of[NEUTRAL] = new_names.index(NEUTRAL)
-    return [(text, sorted({group_of[names[i]] for i in ids})) for text, ids in comments], new_names
+    canonical = [[goemotions.LABELS.index(names[i]) for i in ids] for _, ids in comments]
+    data = goemotions.regroup({"train": Split([text for text, _ in comments], canonical)}, mapping)
+    return list(zip(data.splits["train"].texts, data.splits["train"].labels)), data.label_names
 
 
 def thread_row(members: list[tuple[str, list[int]]], names: list[str], separator: str = "\n",
