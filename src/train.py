@@ -151,6 +151,14 @@ def check_strategy(cfg: DictConfig) -> None:
                           "is trainer.gradient_clip_val); drop the key or set it to norm.")
 
 
+def init_source(cfg: DictConfig) -> Path | None:
+    """``init_from`` as an existing path, None when unset or when resuming (a resume restores the weights it saved,
+    warm-started or not)."""
+    if not cfg.get("init_from") or cfg.ckpt_path:
+        return None
+    return existing_source(to_absolute_path(cfg.init_from))
+
+
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dict[str, str] | None = None
           ) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; returns (and writes) the run summary.
@@ -162,8 +170,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), tags: dic
     validate(cfg)  # again: a resumed config has the checkpoint's values, and the Python API composes its own
     refuse_multirun_with_ddp(cfg)
     check_strategy(cfg)
-    if cfg.get("init_from") and not cfg.ckpt_path:
-        existing_source(to_absolute_path(cfg.init_from))  # before the data is read and the encoder built
+    init_source(cfg)  # a missing source fails before the data is read and the encoder built
     hub_token = check_before_training(cfg.get("export"))  # a push or registry name that would fail fails now
     keep_large_allocations()
     allow_tf32()
@@ -202,8 +209,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         tag_run(mlflow, {"labelwise.data_fingerprint": datamodule.fingerprint})
     # a partial, called with the real objects: Hydra would turn a dataclass argument into a config node
     net = instantiate(cfg.model, _partial_=True)(labels=labels, max_length=datamodule.max_length)
-    if cfg.get("init_from") and not cfg.ckpt_path:  # a resume restores the weights it saved, warm-started or not
-        warm_start(net, to_absolute_path(cfg.init_from))
+    if source := init_source(cfg):
+        warm_start(net, source)
     if cfg.get("compile", False):  # configs stored before the key existed lack it
         net.encoder.compile(dynamic=True)  # in place: checkpoint keys stay those of the plain encoder
     module = ClassifierModule(net, labels, loss=build_loss(instantiate(cfg.loss), labels),
