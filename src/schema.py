@@ -209,7 +209,7 @@ TARGETS: dict[str, dict[str, Rule]] = {
     "src.models.build.classifier": {
         "name_or_path": TEXT, "pooling": one_of("mean", "cls", "cls_mean", "pooler"), "dropout": real(ge=0, lt=1),
         "hidden": integer(ge=0), "freeze_encoder": BOOL, "fast_dropout": BOOL, "pretrained": BOOL,
-        "freeze_layers": NULL | integer(ge=0), "gradient_checkpointing": BOOL, "encoder_overrides": MAPPING,
+        "freeze_layers": NULL | integer(ge=0), "gradient_checkpointing": BOOL, "encoder_overrides": NULL | MAPPING,
         "peft": NULL | one_of("lora"), "lora": MAPPING, "max_chunks": NULL | COUNT, "chunk_stride": integer(ge=0),
         "aggregate": one_of("mean", "max", "attention"), "max_chunks_per_batch": NULL | COUNT,
     },

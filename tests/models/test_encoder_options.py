@@ -70,3 +70,12 @@ def test_an_override_the_encoder_config_lacks_is_one_clear_message(tiny_encoder)
                    encoder_overrides={"hidden_dropout_prob": 0.2})
     with pytest.raises(ConfigError, match="model.gradient_checkpointing is true or false"):
         classifier(tiny_encoder("bert"), labels=LABELS, gradient_checkpointing="yes")
+
+
+def test_the_documented_command_line_override_composes(tmp_path):
+    """README's ``'model.encoder_overrides={hidden_dropout_prob: 0.2, ...}'``: an empty mapping as the default refused
+    it (a struct config takes no new keys), so the default is null."""
+    from tests.helpers import compose_train
+
+    cfg = compose_train(tmp_path, ["model.encoder_overrides={hidden_dropout_prob: 0.2, attention_probs_dropout_prob: 0.1}"])
+    assert dict(cfg.model.encoder_overrides) == {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.1}
