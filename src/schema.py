@@ -285,7 +285,7 @@ THRESHOLDS = (NULL | real(ge=0, le=1) | reals(ge=0, le=1) | MAPPING).said(
 APPS: dict[str, dict[str, Rule]] = {
     "train": {
         "task_name": TEXT, "seed": SEED, "ckpt_path": NULL | TEXT, "init_from": NULL | TEXT, "test": BOOL,
-        "report": BOOL, "compile": BOOL,
+        "report": BOOL, "compile": BOOL, "rdrop": NON_NEGATIVE,
         "optimized_metric": METRIC, "cv": NULL | MAPPING, "cv.folds": NULL | integer(ge=2),
         "cv.fold": NULL | integer(ge=0), "ensemble": NULL | MAPPING, "ensemble.members": NULL | integer(ge=2),
         "thresholds": NULL | MAPPING,

@@ -215,7 +215,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
         net.encoder.compile(dynamic=True)  # in place: checkpoint keys stay those of the plain encoder
     module = ClassifierModule(net, labels, loss=build_loss(instantiate(cfg.loss), labels),
                               optimizer=instantiate(cfg.optim),
-                              scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None)
+                              scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+                              rdrop=cfg.get("rdrop", 0.0))  # configs stored before the key existed lack it
 
     output_dir = Path(cfg.paths.output_dir)
     report_dir = output_dir / "report" if cfg.report else None

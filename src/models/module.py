@@ -19,6 +19,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 
 from src.labels import LabelSpace
 from src.losses.base import Loss
+from src.losses.rdrop import symmetric_kl
 from src.metrics.counts import Counts, confusion
 from src.models.modeling_labelwise import LabelwiseForSequenceClassification
 
@@ -34,7 +35,8 @@ warnings.filterwarnings("ignore", message="Since DeepSpeed handles gradient clip
 
 class ClassifierModule(L.LightningModule):
     """Trains ``net`` on ``labels``' targets with ``loss``; ``optimizer`` and ``scheduler`` are Hydra partials
-    (``scheduler`` gets the total number of optimizer steps). Without loss/optimizer it only evaluates."""
+    (``scheduler`` gets the total number of optimizer steps). Without loss/optimizer it only evaluates. ``rdrop > 0``
+    trains with R-Drop at that weight (src/losses/rdrop.py)."""
 
     def __init__(
         self,
@@ -43,6 +45,7 @@ class ClassifierModule(L.LightningModule):
         loss: Loss | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., dict] | None = None,
+        rdrop: float = 0.0,
     ):
         super().__init__()
         self.net = net
@@ -50,6 +53,7 @@ class ClassifierModule(L.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.rdrop = float(rdrop)
         self.train_counts: Counts | None = None
         self.distill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # src/distill.py
         #: Entries of the run (its config, MLflow run id) every checkpoint carries; set by the trainer's RunMetadata.
@@ -61,8 +65,14 @@ class ClassifierModule(L.LightningModule):
         return self.net(**{key: batch[key] for key in MODEL_INPUTS if key in batch}).logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
-        loss = self.loss(logits, batch["labels"])
+        if self.rdrop:
+            logits, twin = self({key: torch.cat([value, value]) for key, value in batch.items()
+                                 if key in MODEL_INPUTS}).chunk(2)
+            loss = (0.5 * (self.loss(logits, batch["labels"]) + self.loss(twin, batch["labels"]))
+                    + self.rdrop * symmetric_kl(logits, twin, self.labels.exclusive))
+        else:
+            logits = self(batch)
+            loss = self.loss(logits, batch["labels"])
         if self.distill is not None:
             loss = self.distill(loss, logits, batch["index"])
         counts = confusion(batch["labels"].bool(), self.labels.decide(self.labels.scores(logits.detach())))

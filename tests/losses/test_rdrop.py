@@ -1,0 +1,85 @@
+"""R-Drop: the symmetric KL against scipy's definition, one training step against a recomputation from the same
+dropout masks, and a run without dropout that trains exactly like one without R-Drop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, rel_entr, softmax
+
+from src.labels import LabelSpace
+from src.losses.asymmetric import AsymmetricLoss
+from src.losses.rdrop import symmetric_kl
+from src.models.build import classifier
+from src.models.module import ClassifierModule
+from src.train import train
+from tests.helpers import compose_train, quick, write_dataset
+
+
+def reference(a: np.ndarray, b: np.ndarray, exclusive: bool) -> float:
+    """(KL(p||q) + KL(q||p)) / 2 from the definition, float64: per label over {yes, no}, or per row over classes."""
+    if exclusive:
+        p, q = softmax(a, -1), softmax(b, -1)
+        return float(0.5 * (rel_entr(p, q) + rel_entr(q, p)).sum(-1).mean())
+    p, q = expit(a), expit(b)
+    forward = rel_entr(p, q) + rel_entr(1 - p, 1 - q)
+    backward = rel_entr(q, p) + rel_entr(1 - q, 1 - p)
+    return float(0.5 * (forward + backward).mean())
+
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["sigmoid", "softmax"])
+def test_symmetric_kl_matches_the_definition(exclusive):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 3, (7, 5)), rng.normal(0, 3, (7, 5))
+    got = symmetric_kl(torch.tensor(a), torch.tensor(b), exclusive).item()
+    assert got == pytest.approx(reference(a, b, exclusive), rel=1e-5)
+    assert symmetric_kl(torch.tensor(a), torch.tensor(a), exclusive).item() == 0.0
+
+
+def test_symmetric_kl_stays_finite_at_saturated_scores():
+    a = torch.tensor([[40.0, -40.0]], requires_grad=True)
+    value = symmetric_kl(a, torch.tensor([[-40.0, 40.0]]), exclusive=False)
+    value.backward()
+    assert torch.isfinite(value) and value.item() == pytest.approx(40.0, rel=1e-6)  # (p - q) (a - b) / 2 = 1 * 80 / 2
+    assert torch.isfinite(a.grad).all()
+
+
+def test_a_step_averages_both_passes_and_adds_their_disagreement(tiny_bert):
+    """The step's loss, recomputed from one forward of the doubled batch under the same random stream: the mean of
+    the two halves' task losses plus alpha times the scipy KL between them; the halves really differ (two masks)."""
+    labels = LabelSpace("multilabel", ("a", "b", "c"))
+    loss = AsymmetricLoss()
+    module = ClassifierModule(classifier(tiny_bert, labels=labels, dropout=0.3), labels, loss=loss, rdrop=2.0)
+    module.train()
+    batch = {"input_ids": torch.randint(1000, 2000, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long),
+             "labels": torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]], dtype=torch.float32),
+             "index": torch.arange(4)}
+    torch.manual_seed(3)
+    got = module.training_step(batch, 0)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        doubled = module.net(input_ids=batch["input_ids"].repeat(2, 1),
+                             attention_mask=batch["attention_mask"].repeat(2, 1)).logits
+    first, second = doubled[:4], doubled[4:]
+    assert not torch.allclose(first, second)
+    expected = (0.5 * (loss(first, batch["labels"]) + loss(second, batch["labels"])).item()
+                + 2.0 * reference(first.double().numpy(), second.double().numpy(), exclusive=False))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_without_dropout_rdrop_trains_like_a_plain_run(tmp_path, tiny_bert):
+    """With every dropout at 0 both passes agree, so the KL term is 0 and the loss is the plain one: the weights after
+    a real fit match a fit without R-Drop (the doubled batch only reorders floating-point sums)."""
+    paths = write_dataset(tmp_path, multilabel=True)
+    no_dropout = ("model.dropout=0", "model.encoder_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}",
+                  "trainer.precision=32-true", "trainer.max_epochs=2", "logger=csv", "report=false")
+    weights = []
+    for rdrop in (0.0, 1.0):
+        cfg = compose_train(tmp_path / str(rdrop), quick(tiny_bert, paths, *no_dropout, f"rdrop={rdrop}"))
+        summary = train(cfg)
+        state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+        weights.append(state)
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], atol=2e-5, rtol=1e-4)
