@@ -37,7 +37,7 @@ from src.errors import ConfigError, describe
 from src.io import atomic_path, write_json
 from src.labels import LabelSpace
 from src.metrics.classification import bucket_macro_f1, full_metrics
-from src.metrics.thresholds import Thresholds, calibrate, cross_fitted_macro_f1
+from src.metrics.thresholds import CROSSFIT_REPEATS, Thresholds, calibrate, cross_fitted_macro_f1
 from src.tracking.sweep import FOLD_TAG, FOLDS_TAG, KIND_TAG, OVERRIDES_TAG, PARENT_TAG, job_tags
 
 HEADLINE = ("macro_f1", "micro_f1", "macro_f1_tuned", "tail_macro_f1")
@@ -260,7 +260,8 @@ def print_members(result: dict[str, Any], title: str, combined: tuple[tuple[str,
     console.print(table)
     row = result["metrics"].get(crossfit, {})
     if "macro_f1_tuned_crossfit" in row:
-        console.print(f"{crossfit_label} macro-F1, thresholds tuned on one half and scored on the other: "
+        console.print(f"{crossfit_label} macro-F1, thresholds tuned on one half and scored on the other (mean of "
+                      f"{CROSSFIT_REPEATS} halvings): "
                       f"{row['macro_f1_tuned_crossfit']:.4f}")
     for note in result["notes"]:
         console.print(f"note: {note}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from src.inference import Predictor
 from src.losses.auto import chosen_loss
+from src.metrics.thresholds import CROSSFIT_REPEATS
 
 NA = "not available"
 
@@ -124,8 +125,9 @@ def metrics_section(summary: dict[str, Any] | None, checkpoint: Path | None) -> 
                   "macro-F1, thresholds cross-fitted"), rows) if rows else f"Metrics: {NA}."
     text += ("\n\nmacro-F1 and micro-F1 use the model's decision rule (its tuned thresholds)" if tuned else
              "\n\nmacro-F1 and micro-F1 decide at 0.5 (no tuned thresholds)")
-    text += ("; the val row's cross-fitted column tunes thresholds on one half of val and scores the other, an "
-             "honest estimate where the plain val numbers are flattered by tuning on val.")
+    text += ("; the val row's cross-fitted column tunes thresholds on one half of val and scores the other (both ways, "
+             f"mean of {CROSSFIT_REPEATS} random halvings), an honest estimate where the plain val numbers are "
+             "flattered by tuning on val.")
     best = summary.get("best_checkpoint")
     if checkpoint is not None and best and Path(best).resolve() != checkpoint.resolve():
         text += (f"\n\nThese are the metrics of the run's best checkpoint (`{Path(best).name}`); this model was "

@@ -21,7 +21,7 @@ All comparisons are strict, as in torchmetrics: a label is predicted positive if
 uncalibrated default (``thresholds=None`` in :meth:`src.labels.LabelSpace.decide`) is torchmetrics' ``threshold=0.5``.
 
 Tuning thresholds on a dev set and reporting dev F1 is optimistic; :func:`cross_fitted_macro_f1` gives the honest
-estimate by calibrating on one half of the rows and scoring on the other.
+estimate by calibrating on one half of the rows and scoring on the other, averaged over several random halvings.
 
 :func:`operating_point` chooses thresholds by other policies after training (``python -m src.thresholds``): a
 minimum precision or recall per label (or over all labels), the top k labels per row, or fixed values.
@@ -45,6 +45,11 @@ PRIOR_STRENGTH = 20.0
 
 #: :attr:`Thresholds.shrinkage` recorded for ``shrinkage="auto"`` (per-label weights, not one number).
 AUTO_SHRINKAGE = -1.0
+
+#: Random halvings :func:`cross_fitted_macro_f1` averages over. One halving of GoEmotions' dev split (5,426 rows)
+#: moves the estimate by 0.004 (std over halvings), as much as a change of training seed; ten cut that to ~0.001
+#: at ~0.15 s per validation.
+CROSSFIT_REPEATS = 10
 
 #: ``at_least_one="auto"`` turns the fallback on only if it raises calibration macro-F1 by more than this.
 MIN_GAIN = 1e-3
@@ -203,8 +208,10 @@ def split_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return order[: n // 2], order[n // 2 :]
 
 
-def cross_fitted_macro_f1(scores: np.ndarray, targets: np.ndarray, seed: int = 0, **calibrate_kwargs) -> float:
-    """Honest macro-F1 of calibrated thresholds: calibrate on one half of the rows, score on the other, swap, average.
+def cross_fitted_macro_f1(scores: np.ndarray, targets: np.ndarray, seed: int = 0, repeats: int = CROSSFIT_REPEATS,
+                          **calibrate_kwargs) -> float:
+    """Honest macro-F1 of calibrated thresholds: calibrate on one half of the rows, score on the other, swap, average;
+    over ``repeats`` random halvings (split seeds ``seed .. seed + repeats - 1``).
 
     When thresholds are tuned on the dev set, dev macro-F1 at those thresholds is biased upward (it rewards fitting
     noise); each half here is scored by thresholds that never saw it. Folds come from :func:`split_halves`; macro-F1
@@ -213,11 +220,14 @@ def cross_fitted_macro_f1(scores: np.ndarray, targets: np.ndarray, seed: int = 0
     scores, targets = _as_2d(scores, targets)
     if len(scores) < 2:
         raise ValueError("need at least two rows to cross-fit")
-    first, second = split_halves(len(scores), seed)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     results = []
-    for fit, held_out in ((first, second), (second, first)):
-        thresholds = calibrate(scores[fit], targets[fit], **calibrate_kwargs)
-        results.append(macro_f1(targets[held_out], thresholds.apply(scores[held_out])))
+    for split_seed in range(seed, seed + repeats):
+        first, second = split_halves(len(scores), split_seed)
+        for fit, held_out in ((first, second), (second, first)):
+            thresholds = calibrate(scores[fit], targets[fit], **calibrate_kwargs)
+            results.append(macro_f1(targets[held_out], thresholds.apply(scores[held_out])))
     return float(np.mean(results))
 
 
