@@ -72,7 +72,8 @@ def test_without_dropout_rdrop_trains_like_a_plain_run(tmp_path, tiny_bert):
     """With every dropout at 0 both passes agree, so the KL term is 0 and the loss is the plain one: the weights after
     a real fit match a fit without R-Drop (the doubled batch only reorders floating-point sums)."""
     paths = write_dataset(tmp_path, multilabel=True)
-    no_dropout = ("model.dropout=0", "model.encoder_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}",
+    no_dropout = ("model.dropout=0",
+                  "model.encoder_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}",
                   "trainer.precision=32-true", "trainer.max_epochs=2", "logger=csv", "report=false")
     weights = []
     for rdrop in (0.0, 1.0):

@@ -77,5 +77,6 @@ def test_the_documented_command_line_override_composes(tmp_path):
     it (a struct config takes no new keys), so the default is null."""
     from tests.helpers import compose_train
 
-    cfg = compose_train(tmp_path, ["model.encoder_overrides={hidden_dropout_prob: 0.2, attention_probs_dropout_prob: 0.1}"])
+    override = "model.encoder_overrides={hidden_dropout_prob: 0.2, attention_probs_dropout_prob: 0.1}"
+    cfg = compose_train(tmp_path, [override])
     assert dict(cfg.model.encoder_overrides) == {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.1}
