@@ -215,16 +215,17 @@ TARGETS: dict[str, dict[str, Rule]] = {
     },
     "src.losses.bce.BinaryCrossEntropy": {
         "pos_weight": NULL | one_of("auto") | reals(gt=0), "max_pos_weight": POSITIVE, "weight": NULL | reals(ge=0),
+        "label_smoothing": real(ge=0, lt=1),
     },
     "src.losses.ce.CrossEntropy": {
         "class_weights": NULL | one_of("auto") | reals(gt=0), "label_smoothing": real(ge=0, lt=1),
     },
     "src.losses.asymmetric.AsymmetricLoss": {
         "gamma_neg": NON_NEGATIVE, "gamma_pos": NON_NEGATIVE, "clip": NULL | real(ge=0, lt=1), "eps": POSITIVE,
-        "detach_focusing": BOOL, "weight": NULL | reals(ge=0),
+        "detach_focusing": BOOL, "weight": NULL | reals(ge=0), "label_smoothing": real(ge=0, lt=1),
     },
     "src.losses.focal.FocalLoss": {"gamma": NON_NEGATIVE, "alpha": NULL | real(ge=0, le=1),
-                                   "weight": NULL | reals(ge=0)},
+                                   "weight": NULL | reals(ge=0), "label_smoothing": real(ge=0, lt=1)},
     "src.losses.combined.CombinedLoss": {"ratio": real(ge=0, le=1)},
     "src.losses.auto.by_task": {"multilabel": MAPPING, "multiclass": MAPPING},
     "src.losses.class_balanced.ClassBalancedLoss": {"beta": real(ge=0, lt=1)},

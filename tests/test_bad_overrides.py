@@ -70,6 +70,7 @@ TRAIN_CASES = [
     (["loss=combined", "loss.second.clip=1"], "loss.second.clip=1: must be null or a number in [0, 1)"),
     (["loss=bce", "loss.pos_weight=sometimes"], "loss.pos_weight=sometimes: must be null or one of auto or a list"),
     (["loss=ce", "loss.label_smoothing=1"], "loss.label_smoothing=1: must be a number in [0, 1)"),
+    (["loss.multilabel.label_smoothing=-0.1"], "loss.multilabel.label_smoothing=-0.1: must be a number in [0, 1)"),
     (["loss=bce", "+loss.gamma=2"], "loss.gamma is not an option of BinaryCrossEntropy"),
     (["sampler=oversample", "data.sampler.ratio=0"], "data.sampler.ratio=0: must be a number in (0, 1]"),
     (["augment=eda", "data.augment.copies=0"], "data.augment.copies=0: must be an integer >= 1"),

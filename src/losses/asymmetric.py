@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from src.errors import ConfigError
-from src.losses.base import Loss, given_weights
+from src.losses.base import Loss, check_label_smoothing, given_weights, smooth_binary
 
 
 class AsymmetricLoss(Loss):
@@ -24,7 +24,8 @@ class AsymmetricLoss(Loss):
     at x = -30 costs 30, not the log(eps) = 18.4 that clamping p at eps would give). ``eps`` is the floor for
     ``p - clip`` inside its log. ``detach_focusing`` computes the focusing weights without gradient, as the
     paper's ``disable_torch_grad_focal_loss``. ``weight`` (one number per label) scales each label's column.
-    Class ids (multi-class) are taken as one-hot targets.
+    ``label_smoothing`` eps replaces y by ``y (1 - eps) + eps / 2`` in the formula above (each element then has
+    both terms). Class ids (multi-class) are taken as one-hot targets.
     """
 
     tasks = ("multilabel", "multiclass")
@@ -37,8 +38,10 @@ class AsymmetricLoss(Loss):
         eps: float = 1e-8,
         detach_focusing: bool = False,
         weight: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
+        self.label_smoothing = check_label_smoothing(label_smoothing)
         clip = 0.0 if clip is None else float(clip)
         if not 0.0 <= clip < 1.0:
             raise ConfigError(f"loss.clip must be in [0, 1), got {clip}")
@@ -53,7 +56,7 @@ class AsymmetricLoss(Loss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = logits.float()
-        y = targets.float()
+        y = smooth_binary(targets.float(), self.label_smoothing)
 
         log_p = F.logsigmoid(x)  # log p
         log_q = F.logsigmoid(-x)  # log (1 - p)

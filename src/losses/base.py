@@ -38,6 +38,20 @@ def require_counts(label_counts: Sequence[int] | None, option: str) -> np.ndarra
     return np.asarray(label_counts, dtype=np.float64)
 
 
+def check_label_smoothing(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {value}")
+    return float(value)
+
+
+def smooth_binary(targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Label smoothing for sigmoid losses, each label a two-class problem: ``y (1 - eps) + eps / 2``, so a
+    positive's target is 1 - eps/2 and a negative's eps/2 (softmax cross-entropy spreads eps over C classes)."""
+    if label_smoothing == 0:
+        return targets
+    return targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+
+
 def given_weights(value: Sequence[float] | None, name: str) -> torch.Tensor | None:
     """Per-label / per-class weights: ``None`` stays None, a list of numbers becomes a float32 tensor."""
     if value is None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from src.losses.base import Loss, auto_or_given, given_weights, require_counts
+from src.losses.base import Loss, auto_or_given, check_label_smoothing, given_weights, require_counts, smooth_binary
 
 
 class BinaryCrossEntropy(Loss):
@@ -16,7 +16,7 @@ class BinaryCrossEntropy(Loss):
     ``pos_weight="auto"`` weights each label's positives by negatives/positives in the training split,
     clipped to ``max_pos_weight`` (a label with 77 positives in 43k would otherwise get ~560).
     ``weight`` (one number per label) scales each label's whole column, positives and negatives, before the
-    mean over B x C; ClassBalancedLoss sets it.
+    mean over B x C; ClassBalancedLoss sets it. ``label_smoothing`` eps trains towards ``y (1 - eps) + eps / 2``.
     """
 
     tasks = ("multilabel", "multiclass")
@@ -28,8 +28,10 @@ class BinaryCrossEntropy(Loss):
         label_counts: Sequence[int] | None = None,
         num_examples: int | None = None,
         weight: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
+        self.label_smoothing = check_label_smoothing(label_smoothing)
 
         def from_counts():
             counts = require_counts(label_counts, "loss.pos_weight")
@@ -39,6 +41,5 @@ class BinaryCrossEntropy(Loss):
         self.register_buffer("weight", given_weights(weight, "loss.weight"))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(
-            logits.float(), targets.float(), weight=self.weight, pos_weight=self.pos_weight
-        )
+        y = smooth_binary(targets.float(), self.label_smoothing)
+        return F.binary_cross_entropy_with_logits(logits.float(), y, weight=self.weight, pos_weight=self.pos_weight)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from src.losses.base import Loss, auto_or_given, require_counts
+from src.losses.base import Loss, auto_or_given, check_label_smoothing, require_counts
 
 
 class CrossEntropy(Loss):
@@ -30,7 +30,7 @@ class CrossEntropy(Loss):
             return counts.sum() / (len(counts) * counts.clip(min=1))
 
         self.register_buffer("class_weights", auto_or_given(class_weights, balanced, "loss.class_weights"))
-        self.label_smoothing = label_smoothing
+        self.label_smoothing = check_label_smoothing(label_smoothing)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from src.errors import ConfigError
-from src.losses.base import Loss, given_weights
+from src.losses.base import Loss, check_label_smoothing, given_weights, smooth_binary
 
 
 class FocalLoss(Loss):
@@ -23,14 +23,21 @@ class FocalLoss(Loss):
     ``alpha=None`` turns the alpha weighting off; gamma = 0 with alpha = None is plain BCE / cross-entropy.
     ``weight`` (one number per label or class) scales each label's column (multi-label) or each example by the
     weight of its class (multi-class: plain mean over B of ``w_y * loss``, as in Cui et al. 2019).
+    ``label_smoothing`` eps (sigmoid form only) trains towards the soft targets ``y (1 - eps) + eps / 2``.
     """
 
     tasks = ("multilabel", "multiclass")
 
     def __init__(self, gamma: float = 2.0, alpha: float | None = 0.25, weight: Sequence[float] | None = None,
-                 exclusive: bool = False):
+                 exclusive: bool = False, label_smoothing: float = 0.0):
         super().__init__()
         self.exclusive = bool(exclusive)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+        if self.exclusive and self.label_smoothing:
+            raise ConfigError(
+                "loss.label_smoothing is for focal loss's sigmoid (multi-label) form; this data is multi-class, where "
+                "focal loss uses softmax. Use loss=ce loss.label_smoothing=... instead, or drop loss.label_smoothing"
+            )
         if gamma < 0:
             raise ConfigError(f"loss.gamma must be >= 0, got {gamma}")
         if alpha is not None and not 0.0 <= alpha <= 1.0:
@@ -43,7 +50,7 @@ class FocalLoss(Loss):
         x = logits.float()
         if self.exclusive:
             return self._softmax(x, targets.argmax(dim=-1))
-        return self._sigmoid(x, targets.float())
+        return self._sigmoid(x, smooth_binary(targets.float(), self.label_smoothing))
 
     def _focus(self, log_one_minus_p_t: torch.Tensor) -> torch.Tensor:
         """``(1 - p_t)^gamma`` as ``exp(gamma * log(1 - p_t))``: precise for tiny 1 - p_t, finite gradient for any
