@@ -68,17 +68,21 @@ class ClassifierModule(L.LightningModule):
         if self.rdrop:
             logits, twin = self({key: torch.cat([value, value]) for key, value in batch.items()
                                  if key in MODEL_INPUTS}).chunk(2)
-            loss = (0.5 * (self.loss(logits, batch["labels"]) + self.loss(twin, batch["labels"]))
+            loss = (0.5 * (self._task_loss(logits, batch) + self._task_loss(twin, batch))
                     + self.rdrop * symmetric_kl(logits, twin, self.labels.exclusive))
         else:
             logits = self(batch)
-            loss = self.loss(logits, batch["labels"])
-        if self.distill is not None:
-            loss = self.distill(loss, logits, batch["index"])
+            loss = self._task_loss(logits, batch)
         counts = confusion(batch["labels"].bool(), self.labels.decide(self.labels.scores(logits.detach())))
         self.train_counts = counts if self.train_counts is None else self.train_counts + counts
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(logits), prog_bar=True)
         return loss
+
+    def _task_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The loss against the labels, mixed with the teacher's term under distillation (each R-Drop pass gets
+        both)."""
+        loss = self.loss(logits, batch["labels"])
+        return loss if self.distill is None else self.distill(loss, logits, batch["index"])
 
     def on_train_epoch_start(self) -> None:
         self.train_counts = None

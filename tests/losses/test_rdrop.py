@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.special import expit, rel_entr, softmax
 
+from src.distill import Distillation
 from src.labels import LabelSpace
 from src.losses.asymmetric import AsymmetricLoss
 from src.losses.rdrop import symmetric_kl
@@ -45,12 +46,24 @@ def test_symmetric_kl_stays_finite_at_saturated_scores():
     assert torch.isfinite(a.grad).all()
 
 
-def test_a_step_averages_both_passes_and_adds_their_disagreement(tiny_bert):
+@pytest.mark.parametrize("distill", [False, True], ids=["plain", "distilled"])
+def test_a_step_averages_both_passes_and_adds_their_disagreement(tiny_bert, distill):
     """The step's loss, recomputed from one forward of the doubled batch under the same random stream: the mean of
-    the two halves' task losses plus alpha times the scipy KL between them; the halves really differ (two masks)."""
+    the two halves' task losses plus alpha times the scipy KL between them; the halves really differ (two masks).
+    Under distillation each half's task loss is mixed with its own distance to the teacher."""
     labels = LabelSpace("multilabel", ("a", "b", "c"))
-    loss = AsymmetricLoss()
-    module = ClassifierModule(classifier(tiny_bert, labels=labels, dropout=0.3), labels, loss=loss, rdrop=2.0)
+    asl = AsymmetricLoss()
+    module = ClassifierModule(classifier(tiny_bert, labels=labels, dropout=0.3), labels, loss=asl, rdrop=2.0)
+    loss = asl
+    if distill:
+        teacher = Distillation("unused.ckpt", alpha=0.4, temperature=2.0)
+        teacher.logits = torch.tensor(np.random.default_rng(1).normal(0, 2, (4, 3)), dtype=torch.float32)
+        module.distill = teacher.mix
+
+        def loss(logits, targets):  # (1 - alpha) task + alpha T^2 BCE(sigmoid(s/T), sigmoid(t/T)), from scipy
+            s, t = logits.double().numpy() / 2.0, teacher.logits.double().numpy() / 2.0
+            kd = -np.mean(expit(t) * np.log(expit(s)) + (1 - expit(t)) * np.log(expit(-s)))
+            return 0.6 * asl(logits, targets) + 0.4 * 4.0 * kd
     module.train()
     batch = {"input_ids": torch.randint(1000, 2000, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long),
              "labels": torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]], dtype=torch.float32),
