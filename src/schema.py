@@ -131,6 +131,7 @@ SEED = integer(ge=0, le=2**32 - 1)
 FRACTION = real(gt=0, lt=1)
 POSITIVE = real(gt=0)
 NON_NEGATIVE = real(ge=0)
+SMOOTHING = real(ge=0, lt=1)  # label smoothing of every loss that has it
 COUNT = integer(ge=1)
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32", "16", "bf16", "64",
               32, 16, 64)
@@ -215,17 +216,17 @@ TARGETS: dict[str, dict[str, Rule]] = {
     },
     "src.losses.bce.BinaryCrossEntropy": {
         "pos_weight": NULL | one_of("auto") | reals(gt=0), "max_pos_weight": POSITIVE, "weight": NULL | reals(ge=0),
-        "label_smoothing": real(ge=0, lt=1),
+        "label_smoothing": SMOOTHING,
     },
     "src.losses.ce.CrossEntropy": {
-        "class_weights": NULL | one_of("auto") | reals(gt=0), "label_smoothing": real(ge=0, lt=1),
+        "class_weights": NULL | one_of("auto") | reals(gt=0), "label_smoothing": SMOOTHING,
     },
     "src.losses.asymmetric.AsymmetricLoss": {
         "gamma_neg": NON_NEGATIVE, "gamma_pos": NON_NEGATIVE, "clip": NULL | real(ge=0, lt=1), "eps": POSITIVE,
-        "detach_focusing": BOOL, "weight": NULL | reals(ge=0), "label_smoothing": real(ge=0, lt=1),
+        "detach_focusing": BOOL, "weight": NULL | reals(ge=0), "label_smoothing": SMOOTHING,
     },
     "src.losses.focal.FocalLoss": {"gamma": NON_NEGATIVE, "alpha": NULL | real(ge=0, le=1),
-                                   "weight": NULL | reals(ge=0), "label_smoothing": real(ge=0, lt=1)},
+                                   "weight": NULL | reals(ge=0), "label_smoothing": SMOOTHING},
     "src.losses.combined.CombinedLoss": {"ratio": real(ge=0, le=1)},
     "src.losses.auto.by_task": {"multilabel": MAPPING, "multiclass": MAPPING},
     "src.losses.class_balanced.ClassBalancedLoss": {"beta": real(ge=0, lt=1)},
