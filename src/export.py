@@ -28,7 +28,7 @@ from src.inference import Predictor
 from src.io import atomic_directory, write_text
 from src.model_card import model_card
 from src.models.ensemble import LabelwiseEnsemble
-from src.onnx_engine import check_options, export_onnx, require_onnx
+from src.onnx_engine import OPSET, check_options, export_onnx, require_onnx
 from src.parity import check_parity, parity_batch
 from src.progress import progress
 from src.registry import check_registered_name, check_thresholds, log_mlflow_model
@@ -66,7 +66,7 @@ def export_hf(predictor: Predictor, output_dir: Path) -> float:
 
 
 def write_export(predictor: Predictor, checkpoint: Path | None, directory: Path, kind: str, model_ref: str,
-                 opset: int = 18, quantize: str | None = None, max_f1_loss: float | None = None) -> None:
+                 opset: int = OPSET, quantize: str | None = None, max_f1_loss: float | None = None) -> None:
     """An ``hf`` or ``onnx`` export with its model card into ``directory`` (a staging directory)."""
     quantization = None
     if kind == "hf":

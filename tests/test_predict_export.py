@@ -269,6 +269,7 @@ needs_onnx = pytest.mark.skipif(
 
 @needs_onnx
 def test_export_onnx_matches_the_checkpoint(loaded, tmp_path):
+    import onnx
     import onnxruntime
 
     from src.onnx_engine import export_onnx
@@ -276,6 +277,9 @@ def test_export_onnx_matches_the_checkpoint(loaded, tmp_path):
     export_onnx(loaded, tmp_path)
     info = json.loads((tmp_path / "labelwise.json").read_text())
     assert info["label_names"] == list(loaded.labels.names) and info["thresholds"] == THRESHOLDS.to_dict()
+    # each layer's attention is ONNX's one Attention op (opset 23), which ONNX Runtime runs as one kernel
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "model.onnx"), load_external_data=False).graph.node]
+    assert ops.count("Attention") == loaded.net.encoder.config.num_hidden_layers
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for texts in (["a single text"], [t for t in TEXTS if t.strip()]):  # other batch sizes and lengths
         batch = loaded.tokenizer(texts, padding=True, return_tensors="pt")
