@@ -402,8 +402,13 @@ def test_int8_export_records_the_val_f1_change_it_measured(loaded, ckpt, tmp_pat
     assert record["val_macro_f1"] == pytest.approx(f1, abs=1e-9) and record["val_rows"] == len(texts)
     assert record["macro_f1_change"] == pytest.approx(f1["int8"] - f1["fp32"]) and record["max_f1_loss"] == 1.0
 
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node}
-    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and not (tmp_path / "model.onnx.data").exists()
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= {node.op_type for node in graph.node}
+    assert not (tmp_path / "model.onnx.data").exists()
+    # per output channel: each int8 weight [in, out] has one zero point (and scale) per column, not one per matrix
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    weights = [node.input[1:4:2] for node in graph.node if node.op_type == "MatMulInteger"]
+    assert weights and all(shapes[zero] == shapes[weight][1:] for weight, zero in weights)
     card = (tmp_path / "README.md").read_text()
     assert f"val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8)" in card
     assert "onnx" in card.split("---")[1]  # a tag in the card's metadata
