@@ -164,7 +164,14 @@ def quantization_section(record: dict[str, Any] | None) -> str:
     measured = (f"val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8), a change of "
                 f"{record['macro_f1_change']:+.4f} on {record['val_rows']:,} rows (allowed loss: "
                 f"{record['max_f1_loss']})" if f1 else "F1 change not measured (exported with max_f1_loss=null)")
-    return f"\n## Quantization\n\n{record['method']}: {measured}.\n"
+    cpu = record.get("cpu") or {}
+    where = ""
+    if f1 and cpu.get("vnni") is not None:
+        where = (f" Measured on an {cpu['machine']} CPU with VNNI; on x86 CPUs without it (AVX2, early AVX-512) ONNX "
+                 "Runtime's int8 kernels add in saturating 16-bit and can score differently, so measure the change "
+                 "again on such a machine before serving there." if cpu["vnni"]
+                 else f" Measured on an {cpu['machine']} CPU without VNNI.")
+    return f"\n## Quantization\n\n{record['method']}: {measured}.{where}\n"
 
 
 def usage_section(model_ref: str, kind: str) -> str:

@@ -33,6 +33,7 @@ from src.metrics.classification import decision_metrics
 from src.models.modeling_labelwise import LabelwiseConfig
 from src.parity import check_parity, parity_batch
 from src.pretrained import fingerprint, load_tokenizer
+from src.runtime import cpu_int8
 
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # torch.onnx.export (dynamo) needs onnxscript
 ONNX_TOLERANCE = 1e-3
@@ -109,8 +110,21 @@ def load_onnx(directory: str | Path) -> Predictor:
     if "config" not in metadata:
         raise ConfigError(f"{directory}: an ONNX export without the model config in {INFO_FILE} (written by an older "
                           "labelwise): export it again with python -m src.export format=onnx.")
+    check_cpu(directory, metadata.get("quantization"))
     net = OnnxNet(session(directory / MODEL_FILE), LabelwiseConfig.from_dict(metadata["config"]))
     return Predictor(net=net, tokenizer=load_tokenizer(str(directory)), metadata=metadata)
+
+
+def check_cpu(directory: Path, record: dict[str, Any] | None) -> None:
+    """A note when an int8 export's F1 change was measured with VNNI and this x86 CPU has none: its int8 kernels
+    add in saturating 16-bit, so the measured change need not hold here."""
+    measured = (record or {}).get("cpu") or {}
+    if measured.get("vnni") and cpu_int8()["vnni"] is False:
+        print(f"note: {directory} is int8, and its val macro-F1 change ({record['macro_f1_change']:+.4f}) was measured "
+              "on a CPU with VNNI. This CPU has none, so ONNX Runtime's int8 kernels add in saturating 16-bit here and "
+              "can score differently: measure it on this machine (python -m src.export ckpt_path=<checkpoint> "
+              "format=onnx quantize=int8, or src.predict with the checkpoint and engine=onnx quantize=int8) or use "
+              "the fp32 export.", file=sys.stderr)
 
 
 def export_onnx(predictor: Predictor, output_dir: Path, opset: int = OPSET, quantize: str | None = None,
@@ -204,7 +218,7 @@ def int8_change(reference: Predictor, quantized: Predictor, validation: tuple[li
         scores = model.scores(texts, precision="32-true", description=f"val macro-F1 ({name})")
         f1[name] = decision_metrics(space, truth, space.decide(scores, model.thresholds))["macro_f1"]
     change = f1["int8"] - f1["fp32"]
-    record.update(val_rows=len(texts), val_macro_f1=f1, macro_f1_change=change)
+    record.update(val_rows=len(texts), val_macro_f1=f1, macro_f1_change=change, cpu=cpu_int8())
     print(f"int8: val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8), change {change:+.4f} on "
           f"{len(texts):,} rows (max_f1_loss {max_f1_loss:g})", file=sys.stderr)
     check_loss(record, max_f1_loss)

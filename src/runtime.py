@@ -6,6 +6,8 @@ import ctypes
 import logging
 import platform
 from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +18,19 @@ def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 matmuls run ~4x faster than fp32 (measured on this project's 2-core CPU)."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def cpu_int8() -> dict[str, Any]:
+    """What decides how int8 matmuls score on this CPU: its architecture and, on x86, VNNI (AVX512-VNNI or AVX-VNNI),
+    whose int8 dot products add up in int32. x86 CPUs without it (AVX2, early AVX-512) sum u8 x s8 pairs into
+    saturating int16 first, so an int8 model can score differently there (ONNX Runtime's quantization notes)."""
+    machine = platform.machine().lower()
+    vnni = None
+    if machine in ("x86_64", "amd64", "i386", "i686"):
+        vnni = torch.cpu._is_vnni_supported()  # AVX512-VNNI
+        if not vnni and Path("/proc/cpuinfo").is_file():
+            vnni = " avx_vnni" in Path("/proc/cpuinfo").read_text()
+    return {"machine": machine, "vnni": vnni}
 
 
 def fast_precision() -> str:

@@ -20,6 +20,7 @@ from src.errors import ConfigError, DataError
 from src.inference import Predictor
 from src.metrics.thresholds import Thresholds
 from src.predict import predict_file
+from src.runtime import cpu_int8
 from src.train import train
 from tests.helpers import WORDS, compose_train, free_port, quick, run_cli, wait_until_up, write_dataset
 
@@ -289,6 +290,34 @@ def test_export_onnx_matches_the_checkpoint(loaded, tmp_path):
         np.testing.assert_allclose(theirs, ours, atol=1e-3)
 
 
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file() or not any(
+    f in os.uname().machine for f in ("x86", "amd64", "i386", "i686")), reason="reads the x86 flags of /proc/cpuinfo")
+def test_cpu_int8_agrees_with_the_kernel_flags():
+    """torch's VNNI probe (plus AVX-VNNI) against the flags Linux reports for the first CPU."""
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    assert cpu_int8() == {"machine": os.uname().machine.lower(), "vnni": bool({"avx512_vnni", "avx_vnni"} & set(flags))}
+
+
+@needs_onnx
+@pytest.mark.parametrize(("measured", "here", "noted"), [(True, False, True), (True, True, False),
+                                                          (False, False, False), (True, None, False)])
+def test_int8_measured_with_vnni_is_noted_on_a_cpu_without(loaded, tmp_path, monkeypatch, capsys, measured, here,
+                                                           noted):
+    """Without VNNI int8 kernels add in saturating 16-bit, so an F1 change measured with VNNI need not hold: loading
+    such an export on an x86 CPU without VNNI says so (not on ARM, where ``vnni`` is None, nor when both agree)."""
+    import src.onnx_engine
+
+    src.onnx_engine.export_onnx(loaded, tmp_path)  # only labelwise.json's record is read: fp32 weights do
+    info = json.loads((tmp_path / "labelwise.json").read_text())
+    info["quantization"] = {"macro_f1_change": -0.0031, "cpu": {"machine": "x86_64", "vnni": measured}}
+    (tmp_path / "labelwise.json").write_text(json.dumps(info))
+    monkeypatch.setattr(src.onnx_engine, "cpu_int8", lambda: {"machine": "x86_64", "vnni": here})
+    capsys.readouterr()
+    src.onnx_engine.load_onnx(tmp_path)
+    note = capsys.readouterr().err
+    assert ("measured on a CPU with VNNI" in note and "-0.0031" in note and "quantize=int8" in note) == noted
+
+
 LONG = " ".join(["so rude and unfair, he kept yelling in the dark"] * 30)  # > max_length tokens: truncated
 
 
@@ -411,6 +440,9 @@ def test_int8_export_records_the_val_f1_change_it_measured(loaded, ckpt, tmp_pat
     assert weights and all(shapes[zero] == shapes[weight][1:] for weight, zero in weights)
     card = (tmp_path / "README.md").read_text()
     assert f"val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8)" in card
+    assert record["cpu"] == cpu_int8()  # where it was measured: int8 kernels score differently without VNNI
+    if record["cpu"]["vnni"] is not None:
+        assert f"CPU {'with' if record['cpu']['vnni'] else 'without'} VNNI" in card
     assert "onnx" in card.split("---")[1]  # a tag in the card's metadata
 
 
