@@ -27,9 +27,11 @@ def cpu_int8() -> dict[str, Any]:
     machine = platform.machine().lower()
     vnni = None
     if machine in ("x86_64", "amd64", "i386", "i686"):
-        vnni = torch.cpu._is_vnni_supported()  # AVX512-VNNI
+        probe = getattr(torch.cpu, "_is_vnni_supported", None)  # AVX512-VNNI (a private torch probe)
+        vnni = bool(probe and probe())
         if not vnni and Path("/proc/cpuinfo").is_file():
-            vnni = " avx_vnni" in Path("/proc/cpuinfo").read_text()
+            flags = Path("/proc/cpuinfo").read_text().split()
+            vnni = "avx_vnni" in flags or "avx512_vnni" in flags
     return {"machine": machine, "vnni": vnni}
 
 
