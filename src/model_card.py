@@ -161,9 +161,10 @@ def quantization_section(record: dict[str, Any] | None) -> str:
     if not record:
         return ""
     f1 = record.get("val_macro_f1")
-    measured = (f"val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8), a change of "
-                f"{record['macro_f1_change']:+.4f} on {record['val_rows']:,} rows (allowed loss: "
-                f"{record['max_f1_loss']})" if f1 else "F1 change not measured (exported with max_f1_loss=null)")
+    measured = (f"val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8) at the model's thresholds on "
+                f"{record['val_rows']:,} rows; change {record['macro_f1_change']:+.4f} "
+                f"{record.get('change_estimate') or 'in-sample'} (allowed loss: {record['max_f1_loss']})"
+                if f1 else "F1 change not measured (exported with max_f1_loss=null)")
     cpu = record.get("cpu") or {}
     where = ""
     if f1 and cpu.get("vnni") is not None:
