@@ -157,7 +157,12 @@ def export_onnx(predictor: Predictor, output_dir: Path, opset: int = OPSET, quan
     except Exception as error:
         raise ConfigError(f"torch.onnx.export failed for this model: {str(error).splitlines()[0]}") from None
     predictor.save_tokenizer(output_dir)
-    (logits,) = session(path).run(["logits"], {key: value.numpy() for key, value in batch.items()})
+    try:
+        graph = session(path)
+    except Exception as error:  # onnxruntime's own exception types (InvalidGraph, Fail, ...)
+        raise ConfigError(f"opset={opset}: ONNX Runtime cannot load the exported graph ({str(error).splitlines()[0]}). "
+                          f"Use an opset this onnxruntime supports: the default opset={OPSET} does.") from None
+    (logits,) = graph.run(["logits"], {key: value.numpy() for key, value in batch.items()})
     check_parity("onnx", logits, reference, ONNX_TOLERANCE)
     labels = predictor.labels
     info = {

@@ -290,6 +290,17 @@ def test_export_onnx_matches_the_checkpoint(loaded, tmp_path):
         np.testing.assert_allclose(theirs, ours, atol=1e-3)
 
 
+@needs_onnx
+def test_an_opset_onnx_runtime_cannot_load_is_refused_by_name(loaded, tmp_path):
+    """torch writes graphs at opsets newer than ONNX Runtime runs (its Attention op there): one error naming the opset
+    and the default, not onnxruntime's stack trace."""
+    from src.onnx_engine import export_onnx
+
+    with pytest.raises(ConfigError, match=r"^opset=30: ONNX Runtime cannot load the exported graph \(.*\)\. Use an "
+                                          r"opset this onnxruntime supports: the default opset=23 does\.$"):
+        export_onnx(loaded, tmp_path, opset=30)
+
+
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file() or not any(
     f in os.uname().machine for f in ("x86", "amd64", "i386", "i686")), reason="reads the x86 flags of /proc/cpuinfo")
 def test_cpu_int8_agrees_with_the_kernel_flags():
