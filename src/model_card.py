@@ -162,16 +162,16 @@ def quantization_section(record: dict[str, Any] | None) -> str:
         return ""
     f1 = record.get("val_macro_f1")
     measured = (f"val macro-F1 {f1['fp32']:.4f} (fp32) -> {f1['int8']:.4f} (int8) at the model's thresholds on "
-                f"{record['val_rows']:,} rows; change {record['macro_f1_change']:+.4f} "
-                f"{record.get('change_estimate') or 'in-sample'} (allowed loss: {record['max_f1_loss']})"
+                f"{record['val_rows']:,} rows; change {record['macro_f1_change']:+.4f} {record['change_estimate']} "
+                f"(allowed loss: {record['max_f1_loss']})"
                 if f1 else "F1 change not measured (exported with max_f1_loss=null)")
     cpu = record.get("cpu") or {}
     where = ""
     if f1 and cpu.get("vnni") is not None:
-        where = (f" Measured on an {cpu['machine']} CPU with VNNI; on x86 CPUs without it (AVX2, early AVX-512) ONNX "
-                 "Runtime's int8 kernels add in saturating 16-bit and can score differently, so measure the change "
-                 "again on such a machine before serving there." if cpu["vnni"]
-                 else f" Measured on an {cpu['machine']} CPU without VNNI.")
+        where = f" Measured on an {cpu['machine']} CPU {'with' if cpu['vnni'] else 'without'} VNNI"
+        where += ("; on x86 CPUs without it (AVX2, early AVX-512) ONNX Runtime's int8 kernels add in saturating "
+                  "16-bit and can score differently, so measure the change again on such a machine before serving "
+                  "there." if cpu["vnni"] else ".")
     return f"\n## Quantization\n\n{record['method']}: {measured}.{where}\n"
 
 

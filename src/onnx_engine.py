@@ -259,8 +259,8 @@ def check_loss(record: dict[str, Any], max_f1_loss: float | None) -> None:
     if max_f1_loss is not None and change is not None and -change > max_f1_loss:
         f1 = record["val_macro_f1"]
         raise QuantizationError(
-            f"quantize=int8 loses {-change:.4f} val macro-F1 ({record.get('change_estimate') or 'in-sample'}; at the "
-            f"model's thresholds {f1['fp32']:.4f} -> {f1['int8']:.4f}), more than max_f1_loss={max_f1_loss:g}: "
+            f"quantize=int8 loses {-change:.4f} val macro-F1 ({record['change_estimate']}; at the model's thresholds "
+            f"{f1['fp32']:.4f} -> {f1['int8']:.4f}), more than max_f1_loss={max_f1_loss:g}: "
             f"nothing was written. Use the fp32 model (no quantize=), or accept the loss with "
             f"max_f1_loss={math.ceil(-change * 1000) / 1000:g}."
         )

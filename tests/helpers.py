@@ -228,3 +228,14 @@ def save_tiny_encoder(directory: Path, model_type: str) -> str:
         AutoModel.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+def hand_folds(n: int, split_seeds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) rows of each random halving, both ways round, written out apart from src.metrics: numpy's
+    permutation of the n rows under each split seed, cut at n // 2."""
+    folds = []
+    for split_seed in split_seeds:
+        order = np.random.default_rng(split_seed).permutation(n)
+        halves = (order[: n // 2], order[n // 2 :])
+        folds += [halves, halves[::-1]]
+    return folds

@@ -22,7 +22,16 @@ from src.metrics.thresholds import Thresholds, calibrate
 from src.predict import predict_file
 from src.runtime import cpu_int8
 from src.train import train
-from tests.helpers import WORDS, compose_train, free_port, quick, run_cli, wait_until_up, write_dataset
+from tests.helpers import (
+    WORDS,
+    compose_train,
+    free_port,
+    hand_folds,
+    quick,
+    run_cli,
+    wait_until_up,
+    write_dataset,
+)
 
 TEXTS = [
     "what a wonderful sunny party",
@@ -437,22 +446,16 @@ def test_int8_export_records_the_val_f1_change_it_measured(loaded, ckpt, tmp_pat
     write_export(loaded, ckpt, tmp_path, "onnx", str(tmp_path), quantize="int8", max_f1_loss=1.0)
     record = json.loads((tmp_path / "labelwise.json").read_text())["quantization"]
     texts, targets = val_rows(ckpt.parent, loaded.labels.names)
-    fp32 = THRESHOLDS.apply(loaded.scores(texts, precision=EXACT))
-    int8 = THRESHOLDS.apply(1 / (1 + np.exp(-onnx_logits(tmp_path, loaded.tokenizer, texts, loaded.max_length))))
-    f1 = {name: f1_score(targets, decisions, average="macro", zero_division=0)
-          for name, decisions in (("fp32", fp32), ("int8", int8))}
-    assert record["val_macro_f1"] == pytest.approx(f1, abs=1e-9) and record["val_rows"] == len(texts)
     scores = {"fp32": loaded.scores(texts, precision=EXACT),
               "int8": 1 / (1 + np.exp(-onnx_logits(tmp_path, loaded.tokenizer, texts, loaded.max_length)))}
+    f1 = {name: f1_score(targets, THRESHOLDS.apply(scores[name]), average="macro", zero_division=0)
+          for name in ("fp32", "int8")}
+    assert record["val_macro_f1"] == pytest.approx(f1, abs=1e-9) and record["val_rows"] == len(texts)
     options, changes = loaded.metadata["config"]["thresholds"], []
-    for split_seed in range(10):
-        order = np.random.default_rng(split_seed).permutation(len(texts))
-        halves = (order[: len(texts) // 2], order[len(texts) // 2 :])
-        for fit, held in (halves, halves[::-1]):
-            rule = calibrate(scores["fp32"][fit], targets[fit], **options)
-            changes.append(f1_score(targets[held], rule.apply(scores["int8"][held]), average="macro", zero_division=0)
-                           - f1_score(targets[held], rule.apply(scores["fp32"][held]), average="macro",
-                                      zero_division=0))
+    for fit, held in hand_folds(len(texts), range(10)):
+        rule = calibrate(scores["fp32"][fit], targets[fit], **options)
+        changes.append(f1_score(targets[held], rule.apply(scores["int8"][held]), average="macro", zero_division=0)
+                       - f1_score(targets[held], rule.apply(scores["fp32"][held]), average="macro", zero_division=0))
     assert record["change_estimate"] == "cross-fitted (10 halvings)" and record["max_f1_loss"] == 1.0
     assert record["macro_f1_change"] == pytest.approx(np.mean(changes), abs=1e-6)
 

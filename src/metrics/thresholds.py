@@ -218,8 +218,10 @@ def cross_fitted_macro_f1(scores: np.ndarray, targets: np.ndarray, seed: int = 0
     is scikit-learn's (all labels, ``zero_division=0``). ``calibrate_kwargs`` go to :func:`calibrate`.
     """
     scores, targets = _as_2d(scores, targets)
-    results = [macro_f1(targets[held_out], calibrate(scores[fit], targets[fit], **calibrate_kwargs).apply(
-        scores[held_out])) for fit, held_out in cross_folds(len(scores), seed, repeats)]
+    results = []
+    for fit, held_out in cross_folds(len(scores), seed, repeats):
+        thresholds = calibrate(scores[fit], targets[fit], **calibrate_kwargs)
+        results.append(macro_f1(targets[held_out], thresholds.apply(scores[held_out])))
     return float(np.mean(results))
 
 

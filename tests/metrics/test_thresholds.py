@@ -17,6 +17,7 @@ from src.metrics.thresholds import (
     cross_fitted_change,
     cross_fitted_macro_f1,
 )
+from tests.helpers import hand_folds
 
 
 def sk_macro(targets, predictions) -> float:
@@ -251,10 +252,8 @@ def test_cross_fitted_is_below_in_sample_and_equals_hand_written_two_fold():
     in_sample = sk_macro(targets, calibrate(scores, targets, **kwargs).apply(scores))
     cross = cross_fitted_macro_f1(scores, targets, seed=11, repeats=1, **kwargs)
 
-    order = np.random.default_rng(11).permutation(len(scores))
-    halves = (order[: len(scores) // 2], order[len(scores) // 2 :])
     folds = []
-    for fit, held in (halves, halves[::-1]):
+    for fit, held in hand_folds(len(scores), [11]):
         t = calibrate(scores[fit], targets[fit], **kwargs)
         folds.append(sk_macro(targets[held], scores[held] > np.array(t.per_label)))
 
@@ -264,10 +263,8 @@ def test_cross_fitted_is_below_in_sample_and_equals_hand_written_two_fold():
 
 
 def hand_two_fold(scores, targets, split_seed, **kwargs) -> float:
-    order = np.random.default_rng(split_seed).permutation(len(scores))
-    halves = (order[: len(scores) // 2], order[len(scores) // 2 :])
     return float(np.mean([sk_macro(targets[held], calibrate(scores[fit], targets[fit], **kwargs).apply(scores[held]))
-                          for fit, held in (halves, halves[::-1])]))
+                          for fit, held in hand_folds(len(scores), [split_seed])]))
 
 
 def test_repeated_cross_fitting_averages_halvings_and_is_steadier():
@@ -292,13 +289,10 @@ def test_cross_fitted_change_scores_both_sets_on_rows_the_thresholds_never_saw()
     other = np.clip(scores + np.random.default_rng(3).normal(0, 0.03, scores.shape), 0, 1)
     kwargs = {"shrinkage": "auto", "at_least_one": False}
     by_hand = []
-    for split_seed in range(5, 15):
-        order = np.random.default_rng(split_seed).permutation(len(scores))
-        halves = (order[: len(scores) // 2], order[len(scores) // 2 :])
-        for fit, held in (halves, halves[::-1]):
-            thresholds = calibrate(scores[fit], targets[fit], **kwargs)
-            by_hand.append(sk_macro(targets[held], thresholds.apply(other[held]))
-                           - sk_macro(targets[held], thresholds.apply(scores[held])))
+    for fit, held in hand_folds(len(scores), range(5, 15)):
+        thresholds = calibrate(scores[fit], targets[fit], **kwargs)
+        by_hand.append(sk_macro(targets[held], thresholds.apply(other[held]))
+                       - sk_macro(targets[held], thresholds.apply(scores[held])))
     assert cross_fitted_change(scores, other, targets, seed=5, **kwargs) == pytest.approx(np.mean(by_hand), abs=1e-12)
     assert np.mean(by_hand) != 0
     assert cross_fitted_change(scores, scores, targets) == 0.0
