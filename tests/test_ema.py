@@ -71,6 +71,26 @@ def test_after_fit_everything_is_the_best_checkpoint(run):
     assert not np.allclose(last.scores(texts, batch_size=7, precision="32-true"), saved, atol=1e-4)
 
 
+def test_weights_only_checkpoints_hold_the_average_too(tmp_path, tiny_bert):
+    """Lightning skips callbacks' checkpoint hooks for weights-only checkpoints, where the EMA puts its average: the
+    best checkpoint, chosen by validating the average, would hold the live weights instead."""
+    paths = write_dataset(tmp_path, multilabel=True)
+    cfg = compose_train(tmp_path, quick(tiny_bert, paths, EMA, "trainer.precision=32-true", "logger=none",
+                                        "trainer.max_epochs=2", "callbacks.model_checkpoint.save_weights_only=true",
+                                        "callbacks.model_checkpoint.monitor=epoch",
+                                        "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping=null"))
+    recorder = Recorder()
+    summary = train(cfg, extra_callbacks=[recorder])
+    assert summary["best_checkpoint"].endswith("best-epoch00.ckpt")
+    average = recorder.weights[0]
+    for weights in recorder.weights[1:6]:  # the first epoch's 6 steps
+        average = DECAY * average + (1 - DECAY) * weights
+    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    np.testing.assert_allclose(best["state_dict"][recorder.name].numpy(), average, atol=1e-6)
+    assert not np.allclose(best["state_dict"][recorder.name].numpy(), recorder.weights[5], atol=1e-4)
+    assert "optimizer_states" not in best and "current_model_state" not in best  # still weights only
+
+
 @pytest.mark.parametrize("decay", [0, 1, 1.5, "x", True])
 def test_a_decay_outside_0_1_is_refused(decay):
     with pytest.raises(ConfigError, match=r"callbacks.ema.decay must be a number in \(0, 1\)"):

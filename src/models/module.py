@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from torch.distributed.fsdp import FullyShardedDataParallel
 
@@ -172,6 +173,19 @@ class ClassifierModule(L.LightningModule):
         a checkpoint loads with ``weights_only=True`` and rebuilds the model without its training code."""
         checkpoint.setdefault(CHECKPOINT_KEY, {}).update(
             format=CHECKPOINT_FORMAT, net_config=self.net.config.to_dict(), **self.run_metadata)
+        if "callbacks" not in checkpoint:  # weights only: Lightning skips the callbacks' checkpoint hooks
+            self._store_averages(checkpoint)
+
+    def _store_averages(self, checkpoint: dict[str, Any]) -> None:
+        """A weight-averaging callback (``callbacks.ema``) puts its average in ``state_dict`` from its own
+        checkpoint hook, which Lightning calls only for full checkpoints; without this a weights-only best
+        checkpoint, chosen by validating the average, would hold the live weights. The live weights and the
+        averager's state it keeps beside them are for resuming, which a weights-only checkpoint cannot."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, WeightAveraging):
+                callback.on_save_checkpoint(self.trainer, self, checkpoint)
+                checkpoint.pop("current_model_state", None)
+                checkpoint.pop("averaging_state", None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint[CHECKPOINT_KEY]["net_config"]
