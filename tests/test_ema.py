@@ -35,24 +35,36 @@ class Recorder(L.Callback):
         self.weights.append(state[self.name].detach().cpu().numpy().copy())
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_bert):
-    """3 epochs with the EMA, the best checkpoint forced to the first epoch (monitor=epoch, mode=min): best != last."""
-    tmp_path = tmp_path_factory.mktemp("ema")
+def fit_with_ema(tmp_path, tiny_bert, *overrides):
+    """A run with the EMA, the best checkpoint forced to the first epoch (monitor=epoch, mode=min): best != last."""
     paths = write_dataset(tmp_path, multilabel=True)
-    cfg = compose_train(tmp_path, quick(tiny_bert, paths, EMA, "trainer.precision=32-true", "logger=csv",
+    cfg = compose_train(tmp_path, quick(tiny_bert, paths, EMA, "trainer.precision=32-true",
                                         "callbacks.model_checkpoint.monitor=epoch",
-                                        "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping=null"))
+                                        "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping=null",
+                                        *overrides))
     recorder = Recorder()
     summary = train(cfg, extra_callbacks=[recorder])
-    return tmp_path, paths, summary, recorder
+    return paths, summary, recorder
+
+
+def moving_average(weights: list[np.ndarray]) -> np.ndarray:
+    """The EMA by hand: the first update copies the weights."""
+    average = weights[0]
+    for step in weights[1:]:
+        average = DECAY * average + (1 - DECAY) * step
+    return average
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_bert):
+    """3 epochs."""
+    tmp_path = tmp_path_factory.mktemp("ema")
+    return tmp_path, *fit_with_ema(tmp_path, tiny_bert, "logger=csv")
 
 
 def test_checkpoints_hold_the_moving_average_of_every_step(run):
     tmp_path, _, summary, recorder = run
-    average = recorder.weights[0]  # the first update copies the weights
-    for weights in recorder.weights[1:]:
-        average = DECAY * average + (1 - DECAY) * weights
+    average = moving_average(recorder.weights)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     saved = last["state_dict"][recorder.name].numpy()
     np.testing.assert_allclose(saved, average, atol=1e-6)
@@ -74,17 +86,10 @@ def test_after_fit_everything_is_the_best_checkpoint(run):
 def test_weights_only_checkpoints_hold_the_average_too(tmp_path, tiny_bert):
     """Lightning skips callbacks' checkpoint hooks for weights-only checkpoints, where the EMA puts its average: the
     best checkpoint, chosen by validating the average, would hold the live weights instead."""
-    paths = write_dataset(tmp_path, multilabel=True)
-    cfg = compose_train(tmp_path, quick(tiny_bert, paths, EMA, "trainer.precision=32-true", "logger=none",
-                                        "trainer.max_epochs=2", "callbacks.model_checkpoint.save_weights_only=true",
-                                        "callbacks.model_checkpoint.monitor=epoch",
-                                        "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping=null"))
-    recorder = Recorder()
-    summary = train(cfg, extra_callbacks=[recorder])
+    _, summary, recorder = fit_with_ema(tmp_path, tiny_bert, "logger=none", "trainer.max_epochs=2",
+                                        "callbacks.model_checkpoint.save_weights_only=true")
     assert summary["best_checkpoint"].endswith("best-epoch00.ckpt")
-    average = recorder.weights[0]
-    for weights in recorder.weights[1:6]:  # the first epoch's 6 steps
-        average = DECAY * average + (1 - DECAY) * weights
+    average = moving_average(recorder.weights[:6])  # the first epoch's 6 steps
     best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
     np.testing.assert_allclose(best["state_dict"][recorder.name].numpy(), average, atol=1e-6)
     assert not np.allclose(best["state_dict"][recorder.name].numpy(), recorder.weights[5], atol=1e-4)
