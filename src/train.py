@@ -91,10 +91,10 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} was written by labelwise 0.1: it can be evaluated, predicted "
                           "with and exported, but not resumed. Start a new run instead.")
     if "optimizer_states" not in checkpoint and not is_deepspeed_checkpoint(Path(cfg.ckpt_path).expanduser()):
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds the weights only (callbacks.model_checkpoint."
-                          "save_weights_only=true, or debug=limit): no optimizer or loop state to resume from. "
-                          "Evaluate, predict with or export it, or resume from a full checkpoint (save_weights_only="
-                          "false).")
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds the weights only (a best checkpoint under the default "
+                          "callbacks.model_checkpoint.save_weights_only=best; every checkpoint with true, or "
+                          "debug=limit): no optimizer or loop state to resume from. Resume from the run's "
+                          "checkpoints/last.ckpt (the full state), or evaluate, predict with or export this one.")
     stored = OmegaConf.create(metadata["config_unresolved"])
     groups = set(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else set()
     changes = [item for item in overrides() if not item.startswith(("ckpt_path=", "hydra."))]

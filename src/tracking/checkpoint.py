@@ -85,10 +85,33 @@ class ResumeState(L.Callback):
 
 
 class EpochCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, with ``save_last`` keeping its promise: since Lightning 2.6 ``last.ckpt`` is
-    written only at a step where a top-k checkpoint was saved, so once the monitored metric stops improving it stays
-    a copy of the best, and a resume from it would repeat every epoch after the best. This also writes it at each
-    evaluation where the top-k did not change."""
+    """Lightning's ModelCheckpoint, with two changes:
+
+    - ``save_last`` keeps its promise: since Lightning 2.6 ``last.ckpt`` is written only at a step where a top-k
+      checkpoint was saved, so once the monitored metric stops improving it stays a copy of the best, and a resume
+      from it would repeat every epoch after the best. This also writes it at each evaluation where the top-k did not
+      change.
+    - ``save_weights_only="best"`` (besides true and false): the top-k checkpoints hold the weights only (what eval,
+      predict and export read; about a third of the size with AdamW's two moments) and ``last.ckpt`` the full state
+      (what a resume reads). Lightning's switch is one for both, so a run kept two full optimizer states.
+    """
+
+    def __init__(self, *args: Any, save_weights_only: bool | str = False, save_last: bool | str | None = None,
+                 **kwargs: Any):
+        if save_weights_only == "best" and save_last == "link":
+            raise ConfigError("callbacks.model_checkpoint.save_last=link makes last.ckpt a link to the best "
+                              "checkpoint, which save_weights_only=best writes without the optimizer state a resume "
+                              "needs: use save_last=true, or save_weights_only=false with the link.")
+        self.best_weights_only = save_weights_only == "best"
+        super().__init__(*args, save_weights_only=save_weights_only is True, save_last=save_last, **kwargs)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        configured = self.save_weights_only  # _save_last_checkpoint sets last_model_path before it saves
+        self.save_weights_only = configured or (self.best_weights_only and filepath != self.last_model_path)
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            self.save_weights_only = configured
 
     def _save_last_if_missed(self, trainer: L.Trainer, skipped: bool) -> None:
         if self.save_last and not skipped and self._last_global_step_saved != trainer.global_step:

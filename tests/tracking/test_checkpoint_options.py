@@ -1,6 +1,6 @@
-"""Checkpoint options end to end: weights-only checkpoints without last.ckpt (callbacks=light, what debug=limit uses)
-evaluate, predict and export like full ones and are refused for resume; sizes are reported; final metrics are logged
-at the last step."""
+"""Checkpoint options end to end: the default best checkpoint holds the weights only and last.ckpt the full state;
+weights-only checkpoints (also without last.ckpt: callbacks=light, what debug=limit uses) evaluate, predict and export
+like full ones and are refused for resume; sizes are reported; final metrics are logged at the last step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.errors import ConfigError
+from src.errors import ConfigError, user_message
 from src.export import export_hf
 from src.inference import Predictor
 from src.models.module import CHECKPOINT_KEY
@@ -24,9 +24,14 @@ def runs(tmp_path_factory, tiny_bert):
     root = tmp_path_factory.mktemp("options")
     paths = write_dataset(root, multilabel=True)
     args = quick(tiny_bert, paths, "trainer.max_epochs=2", "report=false", "callbacks.early_stopping=null")
-    full = train(compose_train(root / "full", args))
+    full = train(compose_train(root / "full", [*args, "callbacks.model_checkpoint.save_weights_only=false"]))
     light = train(compose_train(root / "light", [*args, "callbacks=light", "logger=none"]))
-    return root, full, light
+    default = train(compose_train(root / "default", [*args, "logger=none"]))
+    return root, full, light, default
+
+
+def has_optimizer_state(path: str) -> bool:
+    return "optimizer_states" in torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_debug_limit_keeps_one_weights_only_checkpoint(tmp_path):
@@ -36,7 +41,7 @@ def test_debug_limit_keeps_one_weights_only_checkpoint(tmp_path):
 
 
 def test_weights_only_checkpoints_predict_export_and_are_not_resumed(runs):
-    root, full, light = runs
+    root, full, light, _ = runs
     assert light["last_checkpoint"] is None and full["last_checkpoint"].endswith("last.ckpt")
     files = sorted(p.name for p in (root / "light" / "run" / "checkpoints").iterdir())
     assert files == [light["best_checkpoint"].rsplit("/", 1)[1]]  # no last.ckpt, no periodic.ckpt left behind
@@ -51,12 +56,32 @@ def test_weights_only_checkpoints_predict_export_and_are_not_resumed(runs):
     np.testing.assert_allclose(light_scores, full_scores, atol=1e-6)
     assert light["metrics"]["test"]["macro_f1"] == pytest.approx(full["metrics"]["test"]["macro_f1"])
     assert export_hf(Predictor.from_checkpoint(light["best_checkpoint"]), root / "export") < 1e-3
-    with pytest.raises(ConfigError, match="holds the weights only .*resume from a full checkpoint"):
+    with pytest.raises(ConfigError, match="holds the weights only .*Resume from the run's checkpoints/last.ckpt"):
         train(compose_train(root / "resume", [f"ckpt_path={light['best_checkpoint']}", "logger=none"]))
 
 
+def test_the_default_best_checkpoint_is_weights_only_and_last_ckpt_full(runs):
+    """save_weights_only=best: one optimizer state a run (in last.ckpt, for resuming), not two; false keeps both."""
+    root, full, light, default = runs
+    assert [has_optimizer_state(default[key]) for key in ("best_checkpoint", "last_checkpoint")] == [False, True]
+    assert [has_optimizer_state(full[key]) for key in ("best_checkpoint", "last_checkpoint")] == [True, True]
+    sizes = default["checkpoint_mb"]
+    assert 0.25 < sizes[default["best_checkpoint"].rsplit("/", 1)[1]] / sizes["last.ckpt"] < 0.45
+    np.testing.assert_array_equal(*(Predictor.from_checkpoint(run["best_checkpoint"]).scores(TEXTS)
+                                    for run in (default, full)))
+    with pytest.raises(ConfigError, match="holds the weights only .*Resume from the run's checkpoints/last.ckpt"):
+        train(compose_train(root / "resume_best", [f"ckpt_path={default['best_checkpoint']}", "logger=none"]))
+
+
+def test_a_last_link_to_a_weights_only_best_is_refused(tmp_path):
+    with pytest.raises(Exception) as raised:  # Hydra's instantiate wraps it; the entry points print the message
+        train(compose_train(tmp_path, ["callbacks.model_checkpoint.save_last=link", "logger=none"]))
+    assert user_message(raised.value).startswith("error: callbacks.model_checkpoint.save_last=link makes last.ckpt a "
+                                                 "link to the best checkpoint, which save_weights_only=best")
+
+
 def test_final_metrics_are_logged_at_the_last_step(runs):
-    root, full, _ = runs
+    root, full, _, _ = runs
     client = mlflow.MlflowClient(f"sqlite:///{root}/full/outputs/mlflow.db")
     run_id = full["mlflow"]["run_id"]
     steps_per_epoch = 96 // 16
