@@ -333,6 +333,24 @@ def test_cli_prints_the_table_writes_and_logs_the_files(store):
         "compare/compare.csv", "compare/compare.md", "compare/compare.png"]
 
 
+def test_sweeps_differing_only_in_a_training_callback_are_two_groups():
+    """A follow-up sweep with weight averaging on (callbacks.ema) against a baseline sweep: two groups, each seed once,
+    not one group whose seeds overwrite each other; the progress bar's setting makes no group."""
+    from src.compare import _groups
+    from src.tracking.sweep_results import Job, grouping_keys_across
+
+    ema = "callbacks.ema={_target_:src.callbacks.averaging.WeightEMA,decay:0.998}"
+
+    def sweep(*settings):
+        return [Job(f"r{seed}", "FINISHED", 0, {"seed": str(seed), **dict(s.split("=", 1) for s in settings)},
+                    {"val/x": 0.5}, ["seed"]) for seed in (1, 2, 3)]
+
+    keys = grouping_keys_across([sweep(ema, "callbacks.progress_bar=null"), sweep()])
+    assert keys == ["callbacks.ema"]
+    groups = _groups([*sweep(ema), *sweep()], keys, "val/x", [])
+    assert sorted(g.name for g in groups) == [ema, "defaults"] and all(g.n == 3 for g in groups)
+
+
 def test_group_names_show_the_keys_a_job_set():
     from src.compare import _group_name
     from src.tracking.sweep_results import Job

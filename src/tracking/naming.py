@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-# Overrides that say where things are, not what was run: they do not belong in a run name.
+# Overrides that say where things are or how progress shows, not what was run: they do not belong in a run name.
+# Callbacks that change training or the checkpoint chosen (ema, early_stopping, gradual_unfreezing, the monitored
+# metric) do: two sweeps that differ only in one are two groups in src.compare, not one.
 _NOT_IN_NAME = (
     "hydra.",
     "paths.",
@@ -12,7 +14,14 @@ _NOT_IN_NAME = (
     "data.source.test",
     "ckpt_path",
     "logger.",
-    "callbacks.",
+    "callbacks.progress_bar",
+    "callbacks.lr_monitor",
+    "callbacks.periodic_checkpoint",
+    "callbacks.model_checkpoint.dirpath",
+    "callbacks.model_checkpoint.filename",
+    "callbacks.model_checkpoint.save_last",
+    "callbacks.model_checkpoint.save_weights_only",
+    "callbacks.training_health.max_train_val_gap",
     "trial.",
     "task_name",
     "trainer.enable_progress_bar",

@@ -156,9 +156,8 @@ def grouping_keys(jobs: list[Job]) -> list[str]:
 def grouping_keys_across(sweeps: list[list[Job]]) -> list[str]:
     """Over several sweeps' jobs: each sweep's grouping keys, then the keys whose value differs between any two jobs
     (a key some job leaves at its default counts as differing), except the seed and overrides that say where things
-    are or how they are shown, not what was trained (``paths.*``, data locations, ``task_name``, ...). That list is the
-    run names' (:func:`describes_run`), so a ``callbacks.*`` value that differs only between sweeps makes no group;
-    a sweep over it still does, through its swept keys."""
+    are or how they are shown, not what was trained (``paths.*``, data locations, ``task_name``, the progress bar,
+    where checkpoints go, ...): the run names' list (:func:`describes_run`)."""
     everyone = [job for jobs in sweeps for job in jobs]
     keys = [key for jobs in sweeps for key in grouping_keys(jobs)]
     keys += [key for key in dict.fromkeys(key for job in everyone for key in job.settings)

@@ -20,6 +20,15 @@ def test_run_name_drops_locations_and_keeps_order():
     assert run_name(["paths.root_dir=/x"]) == "defaults"
 
 
+def test_run_name_keeps_callbacks_that_change_training_and_drops_display_and_file_ones():
+    trained = ["callbacks.ema={_target_:src.callbacks.averaging.WeightEMA,decay:0.998}",
+               "callbacks.early_stopping.patience=5", "callbacks.model_checkpoint.monitor=val/tail_macro_f1",
+               "callbacks.gradual_unfreezing=null", "callbacks=light"]
+    shown = ["callbacks.progress_bar=null", "callbacks.lr_monitor=null", "callbacks.periodic_checkpoint=null",
+             "callbacks.model_checkpoint.save_weights_only=true", "callbacks.model_checkpoint.dirpath=/ckpt"]
+    assert run_name([*shown, *trained]) == " ".join(trained)
+
+
 def test_flat_params_flattens_and_skips_hydra_keys():
     config = {"optim": {"_target_": "x.adamw", "lr": 1e-4, "betas": [0.9, 0.999]}, "seed": 3, "other": {"a": 1}}
     assert flat_params(config, ["optim", "seed", "missing"]) == {
