@@ -349,3 +349,11 @@ def test_goemotions_presets_share_one_recipe_over_taxonomies(tmp_path, preset, t
     assert cfg.data.source.taxonomy == taxonomy and cfg.task_name.startswith("goemotions")
     assert cfg.loss._target_ == "src.losses.asymmetric.AsymmetricLoss" and cfg.loss.gamma_neg == 4
     assert cfg.trainer.max_epochs == 2 and cfg.model.pooling == "mean"
+
+
+def test_the_long_goemotions_preset_is_the_recipe_trained_longer_and_averaged(tmp_path):
+    short, long = (compose_train(tmp_path, [f"experiment={preset}", "data.source.data_dir=/nowhere"])
+                   for preset in ("goemotions_minilm", "goemotions_minilm_long"))
+    assert (long.trainer.max_epochs, long.scheduler.name, long.callbacks.ema.decay) == (3, "cosine", 0.998)
+    assert (short.trainer.max_epochs, short.scheduler.name, short.callbacks.ema) == (2, "linear", None)
+    assert long.loss == short.loss and long.model == short.model and long.optim == short.optim
