@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import DeepSpeedStrategy
 
 from src.errors import ConfigError
 from src.io import atomic_path
@@ -93,7 +94,9 @@ class EpochCheckpoint(ModelCheckpoint):
       change.
     - ``save_weights_only="best"`` (besides true and false): the top-k checkpoints hold the weights only (what eval,
       predict and export read; about a third of the size with AdamW's two moments) and ``last.ckpt`` the full state
-      (what a resume reads). Lightning's switch is one for both, so a run kept two full optimizer states.
+      (what a resume reads). Lightning's switch is one for both, so a run kept two full optimizer states. Under
+      DeepSpeed the engine writes its optimizer partitions into every checkpoint directory anyway, so there the best
+      stays a full checkpoint, as before.
     """
 
     def __init__(self, *args: Any, save_weights_only: bool | str = False, save_last: bool | str | None = None,
@@ -107,7 +110,8 @@ class EpochCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         configured = self.save_weights_only  # _save_last_checkpoint sets last_model_path before it saves
-        self.save_weights_only = configured or (self.best_weights_only and filepath != self.last_model_path)
+        self.save_weights_only = configured or (self.best_weights_only and filepath != self.last_model_path
+                                                and not isinstance(trainer.strategy, DeepSpeedStrategy))
         try:
             super()._save_checkpoint(trainer, filepath)
         finally:
