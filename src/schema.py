@@ -165,7 +165,7 @@ def _precision() -> Rule:
 
 CHECKPOINT_RULES = {
     "monitor": NULL | TEXT, "mode": one_of("min", "max"), "save_top_k": integer(ge=-1),
-    "save_last": NULL | BOOL | one_of("link"), "save_weights_only": BOOL | one_of("best"),
+    "save_last": NULL | BOOL | one_of("link"), "save_weights_only": (BOOL | one_of("best")).said("true, false or best"),
     "every_n_epochs": NULL | integer(ge=0),
 }
 # rules per _target_: the keyword arguments of what the node instantiates, wherever it sits

@@ -85,6 +85,8 @@ TRAIN_CASES = [
     (["scheduler.warmup_ratio=1.5"], "scheduler.warmup_ratio=1.5: must be a number in [0, 1)"),
     (["scheduler.name=exponential"], "scheduler.name=exponential: must be one of linear, cosine"),
     (["test=maybe"], "test=maybe: must be true or false"),
+    (["callbacks.model_checkpoint.save_weights_only=maybe"],
+     "callbacks.model_checkpoint.save_weights_only=maybe: must be true, false or best"),
     (["optimized_metric=macro_f1"], "optimized_metric=macro_f1: must be a metric logged while training"),
     (["export.mlflow=yes"], "export.mlflow=yes: must be true or false"),
     (["logger.mlflow.log_model=sometimes"], "logger.mlflow.log_model=sometimes: must be true or false or one of all"),
