@@ -436,6 +436,13 @@ def _cross_checks(cfg: DictConfig, app: str) -> Iterator[str]:
             yield "trainer.max_epochs=-1: training would never stop; set trainer.max_epochs>=1 or trainer.max_steps>=1"
         if _is_number(least) and _is_number(epochs) and epochs >= 1 and least > epochs:
             yield f"trainer.min_epochs={least}: must be <= trainer.max_epochs={epochs}"
+    callbacks = cfg.get("callbacks") if app == "train" else None
+    checkpoint = callbacks.get("model_checkpoint") if isinstance(callbacks, DictConfig) else None
+    if isinstance(checkpoint, DictConfig) and checkpoint.get("save_weights_only") == "best" \
+            and checkpoint.get("save_last") == "link":
+        yield ("callbacks.model_checkpoint.save_last=link makes last.ckpt a link to the best checkpoint, which "
+               "save_weights_only=best writes without the optimizer state a resume needs: use save_last=true, or "
+               "save_weights_only=false with the link")
     model, data = (cfg.get("model"), cfg.get("data")) if app == "train" else (None, None)
     if isinstance(model, DictConfig) and isinstance(data, DictConfig) and model.get("max_chunks") is not None:
         stride, length = model.get("chunk_stride", 0), data.get("max_length")

@@ -99,14 +99,9 @@ class EpochCheckpoint(ModelCheckpoint):
       stays a full checkpoint, as before.
     """
 
-    def __init__(self, *args: Any, save_weights_only: bool | str = False, save_last: bool | str | None = None,
-                 **kwargs: Any):
-        if save_weights_only == "best" and save_last == "link":
-            raise ConfigError("callbacks.model_checkpoint.save_last=link makes last.ckpt a link to the best "
-                              "checkpoint, which save_weights_only=best writes without the optimizer state a resume "
-                              "needs: use save_last=true, or save_weights_only=false with the link.")
-        self.best_weights_only = save_weights_only == "best"
-        super().__init__(*args, save_weights_only=save_weights_only is True, save_last=save_last, **kwargs)
+    def __init__(self, *args: Any, save_weights_only: bool | str = False, **kwargs: Any):
+        self.best_weights_only = save_weights_only == "best"  # with save_last=link: refused by src.schema
+        super().__init__(*args, save_weights_only=save_weights_only is True, **kwargs)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         configured = self.save_weights_only  # _save_last_checkpoint sets last_model_path before it saves

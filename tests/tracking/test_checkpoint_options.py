@@ -74,7 +74,7 @@ def test_the_default_best_checkpoint_is_weights_only_and_last_ckpt_full(runs):
 
 
 def test_a_last_link_to_a_weights_only_best_is_refused(tmp_path):
-    with pytest.raises(Exception) as raised:  # Hydra's instantiate wraps it; the entry points print the message
+    with pytest.raises(Exception) as raised:  # the config check, before any work; the entry points print it
         train(compose_train(tmp_path, ["callbacks.model_checkpoint.save_last=link", "logger=none"]))
     assert user_message(raised.value).startswith("error: callbacks.model_checkpoint.save_last=link makes last.ckpt a "
                                                  "link to the best checkpoint, which save_weights_only=best")
