@@ -15,6 +15,11 @@ each arm's share of it, counting 6 x (non-embedding parameters) + 6 x layers x l
 [quantize=int8]`), each against `pipeline("text-classification")` on the same texts. Last line:
 `train speedup: X.XX  inference speedup: Y.YY`, training against the tuned HF arm and inference for the fastest
 engine. `--inference-only` skips the training runs.
+
+`--cap-isa avx2` runs everything as on a CPU with AVX2 only (no AVX-512, no bf16), on a newer CPU: it caps torch's own
+kernels (`ATEN_CPU_CAPABILITY`), oneDNN (`ONEDNN_MAX_CPU_ISA`) and MKL's matmuls (`MKL_ENABLE_INSTRUCTIONS`), so
+bf16 is emulated there and both peers train in fp32. Clock, caches and memory stay the faster host's, so compare
+the ratios, not the rates, with a real AVX2 CPU. ONNX Runtime has no such cap: its engines are skipped then.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import lightning as L
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 
 
 def read_tsv(path: Path, limit: int) -> list[tuple[str, list[int]]]:
@@ -87,7 +93,12 @@ def hardware() -> str:
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     shown = [flag for flag in wanted if flag in flags]
-    return f"CPU {model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+    line = f"CPU {model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+    capped = {name: os.environ[name] for name in CAPS["avx2"] if name in os.environ}
+    if capped:
+        line += (f"; capped to {torch.backends.cpu.get_cpu_capability()} kernels ("
+                 + " ".join(f"{name}={value}" for name, value in capped.items()) + ")")
+    return line
 
 
 def matmul_roofline(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
@@ -281,7 +292,7 @@ def run_inference(args, subset: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     net = classifier(MODEL, labels=LabelSpace("multilabel", LABELS), max_length=args.max_length).eval()
     engines = {"torch": Predictor(net, tokenizer, metadata={})}
-    if importlib.util.find_spec("onnxruntime"):
+    if importlib.util.find_spec("onnxruntime") and not args.cap_isa:  # ONNX Runtime would use the full ISA
         from src.onnx_engine import export_onnx, load_onnx
 
         for quantize in (None, "int8"):  # the random head makes an F1 check meaningless here: speed only
@@ -339,9 +350,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--override", nargs="*", default=[], help="extra src.train overrides for labelwise's run")
     parser.add_argument("--inference-only", action="store_true", help="skip the training runs")
+    parser.add_argument("--cap-isa", choices=sorted(CAPS), help="run as on a CPU with only this instruction set")
     parser.add_argument("--child", choices=["hf", "hf_tuned", "labelwise", "inference"], help=argparse.SUPPRESS)
     parser.add_argument("--subset", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cap_isa:  # before any kernel runs; the children inherit it
+        os.environ.update(CAPS[args.cap_isa])
     if args.child:
         return child(args)
     if not (args.data_dir / "train.tsv").is_file():
@@ -369,6 +383,8 @@ def main() -> None:
           f"transformers pipeline {peer:.1f} texts/s")
     for engine, rate in inference.items():
         print(f"  labelwise {engine:10s}{rate:8.1f} texts/s  {rate / peer:5.2f}x the pipeline")
+    if args.cap_isa:
+        print(f"  (ONNX engines skipped: ONNX Runtime cannot be capped to {args.cap_isa})")
     inference_speedup = max(inference.values()) / peer
     if args.inference_only:
         print(f"inference speedup: {inference_speedup:.2f}")
