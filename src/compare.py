@@ -44,7 +44,7 @@ resolvers.register()
 SEEDS_LIMIT = 1000
 
 COLUMNS = ("group", "n", "mean ± std", "min", "max", "Δ vs best", "pairs", "t-test p", "Wilcoxon p", "seeds needed",
-           "bootstrap Δ [95% CI]", "bootstrap p", "permutation p", "Holm p")
+           "bootstrap best − group [95% CI]", "bootstrap p", "permutation p", "Holm p")
 
 
 @dataclass
@@ -294,9 +294,9 @@ def _method(result: Comparison) -> list[str]:
         "(ttest_rel) and Wilcoxon signed-rank test; n/a with fewer than 2 pairs or no difference.",
         "Seeds needed: the fewest seed pairs with which a two-sided paired t-test at 0.05 detects the observed mean "
         "difference 80% of the time, if the paired differences spread as observed (noncentral t).",
-        "Bootstrap: macro-F1 of each run's final decisions (report/predictions_<split>.npz: tuned thresholds where "
-        "the run tuned them, so it matches */macro_f1_tuned for multi-label runs, whatever metric ranks), best minus "
-        "the group, averaged "
+        "Bootstrap: best minus the group (the other sign from Δ vs best, which is the group minus the best), in "
+        "macro-F1 of each run's final decisions (report/predictions_<split>.npz: tuned thresholds where "
+        "the run tuned them, so it matches */macro_f1_tuned for multi-label runs, whatever metric ranks), averaged "
         f"over the matched seeds with predictions in both; {result.resamples} paired resamples of the examples; "
         "two-sided p = 2 x the fraction of resamples crossing 0.",
         f"Permutation: scipy's paired permutation test of the same difference ({result.resamples} random swaps of the "
