@@ -1,8 +1,10 @@
-"""benchmarks/long_documents.py: the GoEmotions threads it builds, and its skip without the data."""
+"""benchmarks/: long_documents.py's GoEmotions threads and its skip without the data; throughput.py's ISA cap."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import platform
 import subprocess
 import sys
 
@@ -114,3 +116,21 @@ def test_init_starts_both_arms_from_the_checkpoint(long_documents, tmp_path):
                               override=[], init=tmp_path / "best.ckpt")
     for arm in long_documents.ARMS:
         assert f"init_from={tmp_path / 'best.ckpt'}" in long_documents.arm_overrides(arm, args, tmp_path, ["a"])
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the AVX2 cap is x86's")
+def test_throughput_cap_isa_runs_torch_as_on_an_avx2_cpu():
+    """--cap-isa avx2 sets the caps before any kernel runs: torch dispatches AVX2 kernels, bf16 counts as not native
+    (so both peers train fp32) and the hardware line says so."""
+    code = ("import sys, os; sys.argv = ['throughput.py', '--cap-isa', 'avx2', '--data-dir', sys.argv[1]];"
+            "import throughput; throughput.main();"
+            "import torch; print(torch.backends.cpu.get_cpu_capability(), throughput.native_bf16());"
+            "print(throughput.hardware())")
+    done = subprocess.run([sys.executable, "-c", code, "/nonexistent"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT / "benchmarks", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    skipped, capability, hardware = done.stdout.splitlines()
+    assert skipped.startswith("skipped: no GoEmotions train.tsv")
+    assert capability == "AVX2 False"
+    assert hardware.endswith("capped to AVX2 kernels (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "
+                             "MKL_ENABLE_INSTRUCTIONS=AVX2)")
