@@ -63,7 +63,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     logger = MLFlowLogger(experiment_name=cfg.task_name, run_name=f"eval {cfg.split}",
                           tracking_uri=cfg.paths.mlflow_uri, tags=tags,
                           artifact_location=f"{cfg.paths.mlflow_dir}/artifacts")
-    evaluation = Evaluation(report_dir=output_dir / "report" if cfg.report else None)
+    # the run's own validation rows: its max_f1 thresholds were tuned on them, so macro_f1_tuned is in-sample there;
+    # the cross-fitted estimate (tuned on one half, scored on the other) is what rows the thresholds never saw get
+    own_val = cfg.split == "val" and not cfg.get("data")
+    evaluation = Evaluation(predictor.tuning_options() if own_val else None,
+                            report_dir=output_dir / "report" if cfg.report else None)
     trainer = L.Trainer(accelerator="auto", devices=1, precision=cfg.precision or fast_precision(), logger=logger,
                         callbacks=[evaluation], enable_checkpointing=False, enable_model_summary=False,
                         default_root_dir=str(output_dir))

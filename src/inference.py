@@ -117,6 +117,16 @@ class Predictor:
         stored = self.net.config.thresholds
         return Thresholds.from_dict(stored) if stored else None
 
+    def tuning_options(self) -> dict[str, Any] | None:
+        """The threshold options of the training run when the model decides with the ``max_f1`` thresholds that run
+        tuned on its validation rows (so any score on those rows at them is in-sample); None when it decides
+        otherwise (0.5, argmax, ``thresholds=`` given, an operating point chosen with ``src.thresholds``)."""
+        thresholds = self.thresholds
+        options = (self.metadata.get("config") or {}).get("thresholds")
+        if not self.labels.thresholded or thresholds is None or thresholds.policy != "max_f1" or not options:
+            return None
+        return dict(options)
+
     def use_thresholds(self, value) -> None:
         """``thresholds=`` of ``src.eval`` / ``src.predict`` (:func:`src.metrics.thresholds.override`): decide with
         these instead of the stored ones; None keeps the stored ones."""

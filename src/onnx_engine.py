@@ -230,7 +230,7 @@ def int8_change(reference: Predictor, quantized: Predictor, validation: tuple[li
     for name, model in (("fp32", reference), ("int8", quantized)):
         scores[name] = model.scores(texts, precision="32-true", description=f"val macro-F1 ({name})")
         f1[name] = decision_metrics(space, truth, space.decide(scores[name], model.thresholds))["macro_f1"]
-    options = tuned_on_val(reference)
+    options = reference.tuning_options()
     if options is None:
         change, estimate = f1["int8"] - f1["fp32"], "in-sample"
     else:
@@ -242,16 +242,6 @@ def int8_change(reference: Predictor, quantized: Predictor, validation: tuple[li
           f"{len(texts):,} rows; change {change:+.4f} {estimate} (max_f1_loss {max_f1_loss:g})", file=sys.stderr)
     check_loss(record, max_f1_loss)
     return record
-
-
-def tuned_on_val(predictor: Predictor) -> dict[str, Any] | None:
-    """The threshold options of the training run whose ``max_f1`` thresholds the model decides with (tuned on the
-    validation rows), or None when it decides otherwise."""
-    thresholds = predictor.thresholds
-    options = (predictor.metadata.get("config") or {}).get("thresholds")
-    if not predictor.labels.thresholded or thresholds is None or thresholds.policy != "max_f1" or not options:
-        return None
-    return dict(options)
 
 
 def check_loss(record: dict[str, Any], max_f1_loss: float | None) -> None:

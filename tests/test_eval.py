@@ -124,3 +124,23 @@ def test_bad_threshold_overrides_are_one_clear_message(trained, value, expected)
     directory, _, summary = trained
     with pytest.raises(ConfigError, match=re.escape(expected)):
         evaluate_checkpoint(compose_eval(directory, f"ckpt_path={summary['best_checkpoint']}", f"thresholds={value}"))
+
+
+def test_eval_on_the_runs_own_val_split_reports_the_cross_fitted_estimate(trained):
+    """The stored thresholds were tuned on these rows, so macro_f1_tuned is in-sample: the cross-fitted number must be
+    there, equal to the one the training run computed on the same scores; on a new file or with thresholds= given,
+    nothing was tuned on the rows and there is none."""
+    directory, paths, summary = trained
+    output = run_cli(directory, f"ckpt_path={summary['best_checkpoint']}", "split=val", "hydra.run.dir=eval-val",
+                     module="src.eval")
+    val = json.loads((directory / "eval-val" / "summary.json").read_text())["metrics"]["val"]
+    trained_val = summary["metrics"]["val"]
+    assert val["macro_f1_tuned"] == pytest.approx(trained_val["macro_f1_tuned"], abs=1e-6)
+    assert val["macro_f1_tuned_crossfit"] == pytest.approx(trained_val["macro_f1_tuned_crossfit"], abs=1e-6)
+    assert "thresholds tuned on one half and scored on the other" in output.stdout.replace("\n", " ")
+    for extra in (["thresholds=0.3"], ["data=jsonl", f"data.source.train={paths['train']}",
+                                        f"data.source.val={paths['val']}"]):
+        run_cli(directory, f"ckpt_path={summary['best_checkpoint']}", "split=val", *extra, "hydra.run.dir=eval-other",
+                module="src.eval")
+        other = json.loads((directory / "eval-other" / "summary.json").read_text())["metrics"]["val"]
+        assert "macro_f1_tuned_crossfit" not in other, extra
