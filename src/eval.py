@@ -48,10 +48,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     predictor = Predictor.from_checkpoint(ckpt_path)
     predictor.use_thresholds(plain(cfg.get("thresholds")))
     labels = predictor.labels
+    # the run's own data (no data= given): its validation split again, carved from train as the run carved it when
+    # the source has none (the run's fraction and seed), so split=val and split=train are the rows the run used
+    own_data = not cfg.get("data")
+    run_data = ((predictor.metadata.get("config") or {}).get("data") or {}) if own_data else {}
     datamodule = TextDataModule(
         instantiate(source_config(cfg, predictor), _convert_="all"), tokenizer=predictor.net.config.base_model,
-        max_length=predictor.max_length, eval_batch_size=cfg.batch_size, val_fraction=None,
-        cache_dir=f"{cfg.paths.cache_dir}/tokens", labels=labels, test_split=cfg.split,
+        max_length=predictor.max_length, eval_batch_size=cfg.batch_size, val_fraction=run_data.get("val_fraction"),
+        seed=run_data.get("seed", 42), cache_dir=f"{cfg.paths.cache_dir}/tokens", labels=labels,
+        test_split=cfg.split,
     )
     output_dir = Path(cfg.paths.output_dir)
     tags = {"labelwise.kind": "eval", "labelwise.checkpoint": str(ckpt_path)}
@@ -65,7 +70,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                           artifact_location=f"{cfg.paths.mlflow_dir}/artifacts")
     # the run's own validation rows: its max_f1 thresholds were tuned on them, so macro_f1_tuned is in-sample there;
     # the cross-fitted estimate (tuned on one half, scored on the other) is what rows the thresholds never saw get
-    own_val = cfg.split == "val" and not cfg.get("data")
+    own_val = cfg.split == "val" and own_data
     evaluation = Evaluation(predictor.tuning_options() if own_val else None,
                             report_dir=output_dir / "report" if cfg.report else None)
     trainer = L.Trainer(accelerator="auto", devices=1, precision=cfg.precision or fast_precision(), logger=logger,

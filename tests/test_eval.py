@@ -144,3 +144,16 @@ def test_eval_on_the_runs_own_val_split_reports_the_cross_fitted_estimate(traine
                 module="src.eval")
         other = json.loads((directory / "eval-other" / "summary.json").read_text())["metrics"]["val"]
         assert "macro_f1_tuned_crossfit" not in other, extra
+
+
+def test_eval_split_val_carves_the_runs_validation_rows_again(tmp_path, tiny_bert):
+    """A source without a validation file: the run carved val from train (its fraction, its seed), and eval carves
+    the same rows again, so its numbers on them are training's."""
+    paths = write_dataset(tmp_path, multilabel=True)
+    del paths["val"]
+    summary = train(compose_train(tmp_path, quick(tiny_bert, paths, "trainer.max_epochs=1", "seed=3")))
+    run_cli(tmp_path, f"ckpt_path={summary['best_checkpoint']}", "split=val", "hydra.run.dir=eval-carved",
+            module="src.eval")
+    val = json.loads((tmp_path / "eval-carved" / "summary.json").read_text())["metrics"]["val"]
+    for key in ("macro_f1", "macro_f1_tuned", "macro_f1_tuned_crossfit"):
+        assert val[key] == pytest.approx(summary["metrics"]["val"][key], abs=1e-6), key
