@@ -288,7 +288,7 @@ THRESHOLDS = (NULL | real(ge=0, le=1) | reals(ge=0, le=1) | MAPPING).said(
 APPS: dict[str, dict[str, Rule]] = {
     "train": {
         "task_name": TEXT, "seed": SEED, "ckpt_path": NULL | TEXT, "init_from": NULL | TEXT, "test": BOOL,
-        "report": BOOL, "compile": BOOL, "rdrop": NON_NEGATIVE,
+        "report": BOOL, "compile": BOOL, "rdrop": NON_NEGATIVE, "dropout_samples": COUNT,
         "optimized_metric": METRIC, "cv": NULL | MAPPING, "cv.folds": NULL | integer(ge=2),
         "cv.fold": NULL | integer(ge=0), "ensemble": NULL | MAPPING, "ensemble.members": NULL | integer(ge=2),
         "thresholds": NULL | MAPPING,
@@ -424,6 +424,10 @@ def _cross_checks(cfg: DictConfig, app: str) -> Iterator[str]:
             yield f"cv.fold={cv.fold}: needs cv.folds=K (the number of folds) too"
         elif isinstance(folds, int) and folds >= 2 and cv.fold >= folds:
             yield f"cv.fold={cv.fold}: must be an integer in [0, {folds - 1}] (folds count from 0; cv.folds={folds})"
+    if app == "train" and isinstance(cfg.get("dropout_samples"), int) and cfg.dropout_samples > 1 \
+            and isinstance(cfg.get("rdrop"), (int, float)) and cfg.rdrop > 0:
+        yield (f"dropout_samples={cfg.dropout_samples} with rdrop={cfg.rdrop}: R-Drop already runs each batch under "
+               "two dropout masks; use one of them (dropout_samples=1 or rdrop=0)")
     ensemble = cfg.get("ensemble") if app == "train" else None
     if isinstance(ensemble, DictConfig) and ensemble.get("members") is not None and isinstance(cv, DictConfig) \
             and cv.get("folds") is not None:

@@ -216,7 +216,8 @@ def fit_and_evaluate(cfg: DictConfig, loggers: list[Logger], mlflow: MLFlowLogge
     module = ClassifierModule(net, labels, loss=build_loss(instantiate(cfg.loss), labels),
                               optimizer=instantiate(cfg.optim),
                               scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-                              rdrop=cfg.get("rdrop", 0.0))  # configs stored before the key existed lack it
+                              rdrop=cfg.get("rdrop", 0.0),  # configs stored before these keys existed lack them
+                              dropout_samples=cfg.get("dropout_samples", 1))
 
     output_dir = Path(cfg.paths.output_dir)
     report_dir = output_dir / "report" if cfg.report else None

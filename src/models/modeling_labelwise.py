@@ -161,6 +161,23 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return pool(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None), self.config.pooling)
 
+    def features(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the head reads: the pooled vectors (``embeddings`` as given, else the encoder's) and, for chunked
+        documents, which chunks are present (None otherwise)."""
+        present = None
+        if embeddings is None and self.config.chunking:
+            if input_ids.dim() == 2:
+                input_ids = input_ids.unsqueeze(1)
+                attention_mask = None if attention_mask is None else attention_mask.unsqueeze(1)
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            present = attention_mask[..., 0] > 0
+            attention_mask = torch.cat([torch.ones_like(attention_mask[..., :1]), attention_mask[..., 1:]], -1)
+        if embeddings is None:
+            embeddings = self.embed(input_ids, attention_mask)
+        return embeddings, present
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -177,17 +194,7 @@ class LabelwiseForSequenceClassification(PreTrainedModel):
         A hierarchical model (``config.chunking``) takes documents as chunks ``[B, K, L]`` (2-D ids: one chunk per
         document). A chunk whose mask is all zeros is padding (its document has fewer chunks): it is encoded with
         its first token visible, so every row stays finite, and left out of the aggregation."""
-        present = None
-        if embeddings is None and self.config.chunking:
-            if input_ids.dim() == 2:
-                input_ids = input_ids.unsqueeze(1)
-                attention_mask = None if attention_mask is None else attention_mask.unsqueeze(1)
-            if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
-            present = attention_mask[..., 0] > 0
-            attention_mask = torch.cat([torch.ones_like(attention_mask[..., :1]), attention_mask[..., 1:]], -1)
-        if embeddings is None:
-            embeddings = self.embed(input_ids, attention_mask)
+        embeddings, present = self.features(input_ids, attention_mask, embeddings)
         logits = self.head(embeddings, present)
         if self.config.temperature is not None and not self.training:
             # calibrated scores for every consumer (pipeline(), ONNX, MLflow); training sees the raw logits

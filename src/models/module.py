@@ -37,7 +37,8 @@ warnings.filterwarnings("ignore", message="Since DeepSpeed handles gradient clip
 class ClassifierModule(L.LightningModule):
     """Trains ``net`` on ``labels``' targets with ``loss``; ``optimizer`` and ``scheduler`` are Hydra partials
     (``scheduler`` gets the total number of optimizer steps). Without loss/optimizer it only evaluates. ``rdrop > 0``
-    trains with R-Drop at that weight (src/losses/rdrop.py)."""
+    trains with R-Drop at that weight (src/losses/rdrop.py); ``dropout_samples > 1`` with multi-sample dropout (Inoue
+    2019): the head runs under that many dropout masks on one encoder pass and their losses are averaged."""
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class ClassifierModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., dict] | None = None,
         rdrop: float = 0.0,
+        dropout_samples: int = 1,
     ):
         super().__init__()
         self.net = net
@@ -55,6 +57,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.rdrop = float(rdrop)
+        self.dropout_samples = int(dropout_samples)
         self.train_counts: Counts | None = None
         self.distill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # src/distill.py
         #: Entries of the run (its config, MLflow run id) every checkpoint carries; set by the trainer's RunMetadata.
@@ -71,6 +74,11 @@ class ClassifierModule(L.LightningModule):
                                  if key in MODEL_INPUTS}).chunk(2)
             loss = (0.5 * (self._task_loss(logits, batch) + self._task_loss(twin, batch))
                     + self.rdrop * symmetric_kl(logits, twin, self.labels.exclusive))
+        elif self.dropout_samples > 1:
+            features, present = self.net.features(**{key: batch[key] for key in MODEL_INPUTS if key in batch})
+            samples = [self.net.head(features, present) for _ in range(self.dropout_samples)]
+            loss = torch.stack([self._task_loss(sample, batch) for sample in samples]).mean()
+            logits = torch.stack(samples).mean(0)  # for the train counts only
         else:
             logits = self(batch)
             loss = self._task_loss(logits, batch)
