@@ -240,6 +240,9 @@ def compare(
             _example_tests(client, best, other, seeds, split, resamples, seed, cache, notes)
     for other, adjusted in zip(groups[1:], holm([g.permutation_p for g in groups[1:]])):
         other.holm_p = adjusted
+    if any(g.bootstrap for g in groups) and not metric.endswith("/macro_f1_tuned"):
+        notes.append(f"the bootstrap and permutation columns test the macro-F1 of each run's saved decisions (at its "
+                     f"tuned thresholds where it has them), not {metric}: the two can disagree")
     return Comparison([(parent.info.run_id, parent.info.run_name) for parent in parents], metric, higher_is_better,
                       groups, notes, resamples)
 

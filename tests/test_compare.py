@@ -148,6 +148,10 @@ def test_bootstrap_over_the_seeds_both_groups_saved(store):
     assert focal.bootstrap.low > 0 and focal.bootstrap.p < 0.01
     assert focal.permutation_p < 0.01 and focal.holm_p == focal.permutation_p  # the only group with predictions
     assert bce.bootstrap is None and best.bootstrap is None and bce.permutation_p is None and bce.holm_p is None
+    notes = compare(store["uri"], store["parent"], "test/macro_f1", resamples=50).notes
+    assert [n for n in notes if "the bootstrap and permutation columns test" in n] == [
+        "the bootstrap and permutation columns test the macro-F1 of each run's saved decisions (at its tuned "
+        "thresholds where it has them), not test/macro_f1: the two can disagree"]
 
 
 @pytest.mark.parametrize("task", ["multilabel", "multiclass"])
