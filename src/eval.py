@@ -51,12 +51,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     # the run's own data (no data= given): its validation split again, carved from train as the run carved it when
     # the source has none (the run's fraction and seed), so split=val and split=train are the rows the run used
     own_data = not cfg.get("data")
-    run_data = ((predictor.metadata.get("config") or {}).get("data") or {}) if own_data else {}
     datamodule = TextDataModule(
         instantiate(source_config(cfg, predictor), _convert_="all"), tokenizer=predictor.net.config.base_model,
-        max_length=predictor.max_length, eval_batch_size=cfg.batch_size, val_fraction=run_data.get("val_fraction"),
-        seed=run_data.get("seed", 42), cache_dir=f"{cfg.paths.cache_dir}/tokens", labels=labels,
-        test_split=cfg.split,
+        max_length=predictor.max_length, eval_batch_size=cfg.batch_size, cache_dir=f"{cfg.paths.cache_dir}/tokens",
+        labels=labels, test_split=cfg.split, **(predictor.carve_options() if own_data else {"val_fraction": None}),
     )
     output_dir = Path(cfg.paths.output_dir)
     tags = {"labelwise.kind": "eval", "labelwise.checkpoint": str(ckpt_path)}

@@ -147,6 +147,12 @@ class Predictor:
         self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(directory)
 
+    def carve_options(self) -> dict[str, Any]:
+        """How the training run carved its validation split from train when its data had none (``val_fraction``,
+        ``seed``): its data read again with these gives the same rows."""
+        data = (self.metadata.get("config") or {}).get("data") or {}
+        return {"val_fraction": data.get("val_fraction"), "seed": data.get("seed", 42)}
+
     def validation_split(self) -> tuple[list[str], np.ndarray]:
         """The training run's validation texts and 0/1 targets, read again through the run's data config (a
         validation split carved from train is carved again, with the run's seed); a ConfigError saying why when
@@ -162,8 +168,8 @@ class Predictor:
         data = config["data"]
         try:
             datamodule = TextDataModule(instantiate(dict(data["source"]), _convert_="all"),
-                                        tokenizer=self.net.config.base_model, val_fraction=data.get("val_fraction"),
-                                        seed=data.get("seed", 42), labels=self.labels)
+                                        tokenizer=self.net.config.base_model, labels=self.labels,
+                                        **self.carve_options())
             split = datamodule.data.splits.get("val")
         except LabelwiseError as error:
             raise ConfigError(f"the run's validation split cannot be read again ({error}).") from None
