@@ -78,6 +78,27 @@ def quick(tiny_bert: str, paths: dict[str, Path], *extra: str) -> list[str]:
     return [*on_tiny(tiny_bert, paths), "trainer.max_epochs=3", *QUIET, "optim.lr=1e-3", "data.batch_size=16", *extra]
 
 
+def assert_same_fit_without_dropout(tmp_path: Path, tiny_bert: str, plain: str, other: str) -> None:
+    """Two real fits of the tiny BERT with every dropout at 0, in fp32, differing only in one override (``plain``,
+    ``other``): a training option that acts through dropout masks alone must leave the best weights as they are
+    (up to the order of floating-point sums)."""
+    import torch
+
+    from src.train import train
+
+    paths = write_dataset(tmp_path, multilabel=True)
+    no_dropout = ("model.dropout=0",
+                  "model.encoder_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}",
+                  "trainer.precision=32-true", "trainer.max_epochs=2", "logger=csv", "report=false")
+    weights = []
+    for name, override in (("plain", plain), ("other", other)):
+        summary = train(compose_train(tmp_path / name, quick(tiny_bert, paths, *no_dropout, override)))
+        weights.append(torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], atol=2e-5, rtol=1e-4)
+
+
 def tiny_data_args(tmp_path: Path, tiny_bert: str, multilabel: bool) -> list[str]:
     return [*on_tiny(tiny_bert, write_dataset(tmp_path, multilabel=multilabel)), "optim.lr=1e-3", *QUIET]
 

@@ -10,8 +10,7 @@ from src.labels import LabelSpace
 from src.losses.asymmetric import AsymmetricLoss
 from src.models.build import classifier
 from src.models.module import ClassifierModule
-from src.train import train
-from tests.helpers import compose_train, quick, run_cli, write_dataset
+from tests.helpers import assert_same_fit_without_dropout, run_cli
 
 
 def test_a_step_averages_the_losses_of_k_head_masks_on_one_encoder_pass(tiny_bert):
@@ -36,18 +35,7 @@ def test_a_step_averages_the_losses_of_k_head_masks_on_one_encoder_pass(tiny_ber
 def test_without_dropout_it_trains_like_a_plain_run(tmp_path, tiny_bert):
     """With every dropout at 0 the K head passes agree, so the averaged loss is the plain one: the weights after a
     real fit match a fit with dropout_samples=1."""
-    paths = write_dataset(tmp_path, multilabel=True)
-    no_dropout = ("model.dropout=0",
-                  "model.encoder_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}",
-                  "trainer.precision=32-true", "trainer.max_epochs=2", "logger=csv", "report=false")
-    weights = []
-    for samples in (1, 3):
-        cfg = compose_train(tmp_path / str(samples), quick(tiny_bert, paths, *no_dropout, f"dropout_samples={samples}"))
-        state = torch.load(train(cfg)["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
-        weights.append(state)
-    assert weights[0].keys() == weights[1].keys()
-    for key in weights[0]:
-        torch.testing.assert_close(weights[1][key], weights[0][key], atol=2e-5, rtol=1e-4)
+    assert_same_fit_without_dropout(tmp_path, tiny_bert, "dropout_samples=1", "dropout_samples=3")
 
 
 @pytest.mark.parametrize(("override", "expected"), [

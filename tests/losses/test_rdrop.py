@@ -14,8 +14,7 @@ from src.losses.asymmetric import AsymmetricLoss
 from src.losses.rdrop import symmetric_kl
 from src.models.build import classifier
 from src.models.module import ClassifierModule
-from src.train import train
-from tests.helpers import compose_train, quick, write_dataset
+from tests.helpers import assert_same_fit_without_dropout
 
 
 def reference(a: np.ndarray, b: np.ndarray, exclusive: bool) -> float:
@@ -84,16 +83,4 @@ def test_a_step_averages_both_passes_and_adds_their_disagreement(tiny_bert, dist
 def test_without_dropout_rdrop_trains_like_a_plain_run(tmp_path, tiny_bert):
     """With every dropout at 0 both passes agree, so the KL term is 0 and the loss is the plain one: the weights after
     a real fit match a fit without R-Drop (the doubled batch only reorders floating-point sums)."""
-    paths = write_dataset(tmp_path, multilabel=True)
-    no_dropout = ("model.dropout=0",
-                  "model.encoder_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}",
-                  "trainer.precision=32-true", "trainer.max_epochs=2", "logger=csv", "report=false")
-    weights = []
-    for rdrop in (0.0, 1.0):
-        cfg = compose_train(tmp_path / str(rdrop), quick(tiny_bert, paths, *no_dropout, f"rdrop={rdrop}"))
-        summary = train(cfg)
-        state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
-        weights.append(state)
-    assert weights[0].keys() == weights[1].keys()
-    for key in weights[0]:
-        torch.testing.assert_close(weights[1][key], weights[0][key], atol=2e-5, rtol=1e-4)
+    assert_same_fit_without_dropout(tmp_path, tiny_bert, "rdrop=0.0", "rdrop=1.0")
